@@ -1,0 +1,130 @@
+"""The ``svi`` command line: thin typer commands over the library.
+
+Commands hold no logic: they parse arguments, call the library and report.
+User errors (:class:`svi.errors.SviError`, bad arguments) become one line
+``error: ...`` on stderr and exit code 2; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.26 vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer with click as a dependency
+    from click import exceptions as click_exc
+
+from svi.errors import SviError
+
+log = logging.getLogger("svi")
+
+app = typer.Typer(
+    name="svi",
+    help="Stable Video Infinity: any-length video from a Wan video DiT, made stable by ERFT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"verbose": False}
+
+
+def setup_logging(verbose: bool) -> None:
+    """Route library logging to stderr; INFO by default, DEBUG with ``--verbose``."""
+    level = logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("svi")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
+) -> None:
+    _state["verbose"] = verbose
+    setup_logging(verbose)
+
+
+@app.command()
+def info() -> None:
+    """Versions, presets, threads and devices."""
+    import torch
+
+    from svi import __version__
+
+    rows = [("svi", __version__), ("python", sys.version.split()[0]), ("torch", torch.__version__)]
+    for name in ("diffusers", "peft", "accelerate", "transformers", "av", "numpy"):
+        try:
+            module = __import__(name)
+            rows.append((name, getattr(module, "__version__", "?")))
+        except ImportError:
+            rows.append((name, "not installed"))
+    rows.append(("torch threads", str(torch.get_num_threads())))
+    rows.append(("cpu cores", str(os.cpu_count())))
+    cuda = torch.cuda.is_available()
+    rows.append(("gpu", torch.cuda.get_device_name(0) if cuda else "none visible"))
+    rows.append(("presets", ", ".join(_preset_names())))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def _preset_names() -> list[str]:
+    try:
+        from svi.models.presets import PRESETS
+    except ImportError:
+        return []
+    return sorted(PRESETS)
+
+
+def _register_subcommands() -> None:
+    """Attach the command groups of the sub-packages that exist."""
+    try:
+        from svi.world.cli import app as world_app
+    except ImportError:
+        return
+    app.add_typer(world_app, name="world")
+
+
+_register_subcommands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, map errors to one line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or "-v" in argv
+    try:
+        app(args=argv, prog_name="svi", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except click_exc.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else "")
+        return 0
+    except click_exc.ClickException as exc:  # bad arguments or options
+        if verbose:
+            raise
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except SviError as exc:
+        if verbose:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -74,6 +75,29 @@ def info() -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder: config, log, checkpoints, final model."
+    ),
+    recipe: Path | None = typer.Option(None, help="TOML recipe (see recipes/)."),
+    preset: str | None = typer.Option(None, help="Model preset (default: the recipe's)."),
+    steps: int | None = typer.Option(None, help="Total optimizer steps."),
+    batch_size: int | None = typer.Option(None, help="Clips per step per process."),
+    seed: int | None = typer.Option(None, help="Seed of weights, data and noise."),
+    resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a world model (flow matching, image-to-video) or an SVI LoRA."""
+    from svi.config import TrainConfig, load_recipe, with_overrides
+    from svi.train import train as run_training
+
+    config = load_recipe(recipe) if recipe else TrainConfig()
+    config = with_overrides(config, preset=preset, steps=steps, batch_size=batch_size, seed=seed)
+    final = run_training(config, out, resume=resume, progress=progress)
+    typer.echo(f"model written to {final}")
 
 
 def _preset_names() -> list[str]:

@@ -1,0 +1,1 @@
+"""Measurement: weight-free metrics against world ground truth, rollouts, reports."""

@@ -1,0 +1,780 @@
+"""LoRAs on diffusers' ``WanTransformer3DModel``: load, merge, attach, train, save.
+
+Three key forms exist in the wild (SVI_SPEC section 6) and one more is common:
+
+- ``diffusers``: ``transformer.blocks.0.attn1.to_q.lora_A.weight`` (prefix optional);
+  ``peft`` is the same with an adapter segment (``lora_A.default.weight``);
+- ``wan`` (original Wan / ComfyUI): ``diffusion_model.blocks.0.self_attn.q.lora_A.weight``
+  or ``lora_down`` / ``lora_up``, with optional ``.alpha`` scalars (scale = alpha / rank);
+- ``svi`` (SVI's released files, a peft-wrapped original-Wan DiT):
+  ``blocks.0.self_attn.q.lora_A.default.weight``, bare or under ``pipe.dit.`` / ``model.``;
+- ``musubi`` (kohya-style): ``lora_unet_blocks_0_self_attn_q.lora_down.weight``.
+
+Everything is normalised to ``{diffusers module path: LoraTensors(down, up, scale)}``.
+diffusers' own Wan loader converts only ``diffusion_model.`` keys and loads nothing,
+with a mere warning, for the SVI form; here every key must land on a module of the
+model or the call fails with an :class:`SviError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from svi.errors import SviError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WAN_LORA_TARGETS",
+    "LoraKey",
+    "LoraReport",
+    "LoraTensors",
+    "add_training_lora",
+    "apply_lora",
+    "lora_fingerprint",
+    "lora_parameters",
+    "lora_state_dict",
+    "normalize_lora_state_dict",
+    "parse_lora_key",
+    "read_lora_metadata",
+    "remove_lora",
+    "save_lora",
+    "set_lora_scale",
+    "wan_module_name",
+]
+
+# q, k, v, o of self- and cross-attention and both FFN linears of every block (SPEC 3.8).
+WAN_LORA_TARGETS: tuple[str, ...] = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ffn.net.0.proj",
+    "ffn.net.2",
+)
+
+# Original-Wan module name -> diffusers module name, inside ``blocks.N``.
+_BLOCK_MAP: dict[str, str] = {
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "cross_attn.k_img": "attn2.add_k_proj",
+    "cross_attn.v_img": "attn2.add_v_proj",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}
+# Original-Wan module name -> diffusers module name, outside the blocks.
+_TOP_MAP: dict[str, str] = {
+    "patch_embedding": "patch_embedding",
+    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
+    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
+    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
+    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
+    "time_projection.1": "condition_embedder.time_proj",
+    "head.head": "proj_out",
+    "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
+    "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2",
+}
+_BLOCK_UNMAP = {v: k for k, v in _BLOCK_MAP.items()}
+_TOP_UNMAP = {v: k for k, v in _TOP_MAP.items()}
+_WAN_TOP_ROOTS = ("head", "text_embedding", "time_embedding", "time_projection", "img_emb")
+
+# Wrappers seen in front of the module path; stripped repeatedly, longest first.
+_PREFIXES = ("base_model.model.", "diffusion_model.", "transformer.", "pipe.dit.", "model.", "dit.")
+_MUSUBI_PREFIX = "lora_unet_"
+
+_TENSOR_RE = re.compile(
+    r"^(?P<path>.+?)\.(?:(?P<mat>lora_A|lora_B|lora_down|lora_up)"
+    r"(?:\.(?P<adapter>[^.]+))?\.weight|(?P<alpha>alpha))$"
+)
+_BLOCK_RE = re.compile(r"blocks\.(\d+)\.(.+)")
+_MUSUBI_BLOCK_RE = re.compile(r"blocks_(\d+)_(self_attn|cross_attn|ffn)_(q|k|v|o|k_img|v_img|0|2)")
+
+_META_PEFT = "lora_adapter_metadata"  # diffusers' header key for the LoraConfig (JSON)
+_META_FORM = "svi_lora_form"
+_RESERVED_META = ("format", _META_PEFT, _META_FORM)
+
+
+class LoraKey(NamedTuple):
+    """One parsed LoRA tensor key."""
+
+    module: str  # diffusers module path, e.g. "blocks.0.attn1.to_q"
+    kind: Literal["A", "B", "alpha"]
+    # diffusers | peft | wan | svi | musubi; None for alpha keys (they carry no adapter
+    # segment, so they cannot tell svi from wan) and for names common to all forms.
+    form: str | None
+    adapter: str | None  # peft adapter segment ("default"), if any
+
+
+class LoraTensors(NamedTuple):
+    """A normalised LoRA of one module: ``delta W = scale * up @ down``."""
+
+    down: torch.Tensor  # A, (rank, in) or (rank, in, *kernel) for a conv
+    up: torch.Tensor  # B, (out, rank) or (out, rank, 1, ...)
+    scale: float  # alpha / rank
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+
+@dataclass(frozen=True)
+class LoraReport:
+    """What :func:`apply_lora` did."""
+
+    source: str
+    form: str
+    modules: tuple[str, ...]
+    ranks: tuple[int, ...]  # distinct ranks
+    lora_scales: tuple[float, ...]  # distinct alpha / rank
+    strength: float  # the user's scale on top of alpha / rank
+    merged: bool
+    adapter_name: str | None
+
+    @property
+    def n_modules(self) -> int:
+        return len(self.modules)
+
+    def summary(self) -> str:
+        how = "merged" if self.merged else f"attached as adapter {self.adapter_name!r}"
+        return (
+            f"LoRA {self.source} ({self.form} form): {self.n_modules} modules, "
+            f"rank {'/'.join(map(str, self.ranks))}, alpha/rank "
+            f"{'/'.join(f'{s:g}' for s in self.lora_scales)}, strength {self.strength:g}, {how}"
+        )
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _strip_prefixes(path: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _PREFIXES:
+            if path.startswith(prefix):
+                path = path[len(prefix) :]
+                stripped = True
+                break
+    return path
+
+
+def _musubi_to_wan(key: str, name: str) -> str:
+    m = _MUSUBI_BLOCK_RE.fullmatch(name)
+    if m:
+        idx, part, leaf = m.groups()
+        return f"blocks.{idx}.{part}.{leaf}"
+    for wan in _TOP_MAP:
+        if name == wan.replace(".", "_"):
+            return wan
+    raise SviError(f"LoRA key {key!r}: unknown kohya/musubi module name {name!r}")
+
+
+def _wan_to_diffusers(key: str, path: str) -> tuple[str, str | None]:
+    """Map a module path to (diffusers path, naming) with naming 'wan', 'diffusers' or None."""
+    block = _BLOCK_RE.fullmatch(path)
+    if block:
+        idx, sub = block.groups()
+        if sub in _BLOCK_MAP:
+            return f"blocks.{idx}.{_BLOCK_MAP[sub]}", "wan"
+        if re.match(r"(self_attn|cross_attn|modulation)(\.|$)|ffn\.\d", sub):
+            raise SviError(
+                f"LoRA key {key!r}: original-Wan module {sub!r} is not a LoRA target of "
+                "WanTransformer3DModel (known: " + ", ".join(_BLOCK_MAP) + ")"
+            )
+        return path, "diffusers"
+    if path == "patch_embedding":
+        return path, None
+    if path in _TOP_MAP:
+        return _TOP_MAP[path], "wan"
+    if path.split(".")[0] in _WAN_TOP_ROOTS:
+        raise SviError(
+            f"LoRA key {key!r}: original-Wan module {path!r} is not a LoRA target of "
+            "WanTransformer3DModel (known: " + ", ".join(_TOP_MAP) + ")"
+        )
+    return path, "diffusers"
+
+
+def parse_lora_key(key: str) -> LoraKey:
+    """Parse one LoRA tensor key of any supported form into its diffusers module path."""
+    m = _TENSOR_RE.match(key)
+    if m is None:
+        hint = ""
+        if key.endswith((".diff", ".diff_b")) or ".lora_B.bias" in key:
+            hint = " (full-weight diffs and LoRA biases are not supported)"
+        elif "dora_scale" in key:
+            hint = " (DoRA is not supported)"
+        raise SviError(f"unrecognised LoRA key {key!r}{hint}")
+    is_down = m["mat"] in ("lora_A", "lora_down")
+    kind: Literal["A", "B", "alpha"] = "alpha" if m["alpha"] else "A" if is_down else "B"
+    adapter = m["adapter"]
+    path = m["path"]
+    if path.startswith(_MUSUBI_PREFIX):
+        wan = _musubi_to_wan(key, path[len(_MUSUBI_PREFIX) :])
+        module, _ = _wan_to_diffusers(key, wan)
+        return LoraKey(module, kind, None if kind == "alpha" else "musubi", adapter)
+    module, naming = _wan_to_diffusers(key, _strip_prefixes(path))
+    form: str | None
+    if kind == "alpha" or naming is None:
+        form = None
+    elif naming == "wan":
+        form = "svi" if adapter else "wan"
+    else:
+        form = "peft" if adapter else "diffusers"
+    return LoraKey(module, kind, form, adapter)
+
+
+def wan_module_name(module: str) -> str:
+    """The original-Wan name of a diffusers module path (inverse of the key map)."""
+    block = _BLOCK_RE.fullmatch(module)
+    if block and block[2] in _BLOCK_UNMAP:
+        return f"blocks.{block[1]}.{_BLOCK_UNMAP[block[2]]}"
+    if module in _TOP_UNMAP:
+        return _TOP_UNMAP[module]
+    raise SviError(f"module {module!r} has no original-Wan name; save this LoRA in diffusers form")
+
+
+# --------------------------------------------------------------------- normalise
+
+AlphaLookup = Callable[[str, int], "float | None"]
+
+
+def _check_pair(key: str, down: torch.Tensor, up: torch.Tensor) -> None:
+    if down.ndim < 2 or up.ndim != down.ndim or any(d != 1 for d in up.shape[2:]):
+        raise SviError(
+            f"LoRA key {key!r}: malformed matrices, A {tuple(down.shape)} and B {tuple(up.shape)}"
+        )
+    if down.shape[0] != up.shape[1]:
+        raise SviError(
+            f"LoRA key {key!r}: rank mismatch, A {tuple(down.shape)} has rank {down.shape[0]} "
+            f"but B {tuple(up.shape)} has rank {up.shape[1]}"
+        )
+
+
+def _normalize(
+    state_dict: Mapping[str, torch.Tensor], alpha_of: AlphaLookup | None = None
+) -> tuple[dict[str, LoraTensors], str, dict[str, str]]:
+    """Normalise; also return the detected form and the first original key per module."""
+    if not state_dict:
+        raise SviError("LoRA state dict is empty")
+    slots: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
+    form: str | None = None
+    form_key = ""
+    adapter_seen: tuple[str, str] | None = None
+    for key, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise SviError(f"LoRA key {key!r} does not hold a tensor")
+        parsed = parse_lora_key(key)
+        if parsed.form is not None:
+            if form is None:
+                form, form_key = parsed.form, key
+            elif parsed.form != form:
+                raise SviError(
+                    f"LoRA mixes key forms: {key!r} is {parsed.form} form "
+                    f"but {form_key!r} is {form} form"
+                )
+        if parsed.adapter is not None:
+            if adapter_seen is None:
+                adapter_seen = (parsed.adapter, key)
+            elif parsed.adapter != adapter_seen[0]:
+                raise SviError(
+                    f"LoRA holds several adapters: {key!r} ({parsed.adapter}) and "
+                    f"{adapter_seen[1]!r} ({adapter_seen[0]})"
+                )
+        slot = slots.setdefault(parsed.module, {})
+        if parsed.kind in slot:
+            raise SviError(
+                f"LoRA key {key!r} duplicates {slot[parsed.kind][0]!r} "
+                f"(both are {parsed.kind} of {parsed.module})"
+            )
+        slot[parsed.kind] = (key, tensor)
+
+    entries: dict[str, LoraTensors] = {}
+    first_keys: dict[str, str] = {}
+    for module, slot in slots.items():
+        any_key = next(iter(slot.values()))[0]
+        for needed in ("A", "B"):
+            if needed not in slot:
+                raise SviError(f"LoRA key {any_key!r}: module {module} has no {needed} matrix")
+        key_a, down = slot["A"]
+        _, up = slot["B"]
+        _check_pair(key_a, down, up)
+        rank = int(down.shape[0])
+        alpha: float | None = None
+        if "alpha" in slot:
+            alpha_key, alpha_t = slot["alpha"]
+            if alpha_t.numel() != 1:
+                raise SviError(f"LoRA key {alpha_key!r}: alpha must be a scalar")
+            alpha = float(alpha_t.item())
+        elif alpha_of is not None:
+            alpha = alpha_of(module, rank)
+        entries[module] = LoraTensors(down, up, (rank if alpha is None else alpha) / rank)
+        first_keys[module] = key_a
+    return entries, form or "diffusers", first_keys
+
+
+def normalize_lora_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, alphas: Mapping[str, float] | None = None
+) -> dict[str, LoraTensors]:
+    """Normalise a LoRA state dict of any supported form.
+
+    Returns ``{diffusers module path: LoraTensors(down, up, scale)}`` where
+    ``scale = alpha / rank``; alpha comes from ``.alpha`` keys, else from ``alphas``
+    (per module path, e.g. read from a file header), else equals the rank.
+    Raises :class:`SviError` on unknown or mixed key forms, naming the first bad key.
+    """
+    lookup: AlphaLookup | None = None
+    if alphas is not None:
+        table = dict(alphas)
+
+        def lookup(module: str, rank: int) -> float | None:
+            return table.get(module)
+
+    return _normalize(state_dict, lookup)[0]
+
+
+def _alpha_from_peft_config(config: Mapping[str, object]) -> AlphaLookup | None:
+    """Alpha per module from a LoraConfig dict (diffusers' ``lora_adapter_metadata``)."""
+    if any(k.startswith("transformer.") for k in config):
+        config = {
+            k[len("transformer.") :]: v for k, v in config.items() if k.startswith("transformer.")
+        }
+    if "lora_alpha" not in config:
+        return None
+    default = float(config["lora_alpha"])  # type: ignore[arg-type]
+    patterns = dict(config.get("alpha_pattern") or {})  # type: ignore[call-overload]
+    rslora = bool(config.get("use_rslora", False))
+
+    def lookup(module: str, rank: int) -> float:
+        alpha = default
+        for pattern, value in patterns.items():
+            try:
+                hit = re.match(rf"(.*\.)?({pattern})$", module)
+            except re.error as exc:
+                raise SviError(f"LoRA header alpha_pattern {pattern!r} is not a regex") from exc
+            if hit:
+                alpha = float(value)
+                break
+        # rsLoRA scales by alpha / sqrt(r); express it as an effective alpha over r.
+        return alpha * math.sqrt(rank) if rslora else alpha
+
+    return lookup
+
+
+# -------------------------------------------------------------------------- files
+
+
+def _resolve_file(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        default = p / "pytorch_lora_weights.safetensors"
+        found = [default] if default.is_file() else sorted(p.glob("*.safetensors"))
+        if len(found) != 1:
+            raise SviError(f"LoRA folder {p} must hold exactly one .safetensors file")
+        return found[0]
+    if not p.is_file():
+        raise SviError(f"LoRA file not found: {p}")
+    return p
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises several types for bad files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SviError(f"LoRA {path} is not a readable safetensors file: {msg}") from exc
+
+
+def _load_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors.torch import load_file
+
+    header = _read_header(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SviError(f"LoRA {path} is not a readable safetensors file: {msg}") from exc
+    return tensors, header
+
+
+def _load_source(
+    lora: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+) -> tuple[str, Mapping[str, torch.Tensor], AlphaLookup | None]:
+    if isinstance(lora, Mapping):
+        return "<state dict>", lora, None
+    path = _resolve_file(lora)
+    tensors, header = _load_file(path)
+    alpha_of = None
+    if _META_PEFT in header:
+        try:
+            config = json.loads(header[_META_PEFT])
+        except json.JSONDecodeError as exc:
+            raise SviError(f"LoRA {path}: header {_META_PEFT!r} is not valid JSON") from exc
+        try:
+            alpha_of = _alpha_from_peft_config(config) if isinstance(config, dict) else None
+        except (TypeError, ValueError) as exc:
+            raise SviError(f"LoRA {path}: malformed {_META_PEFT!r} header ({exc})") from exc
+    if not tensors:
+        raise SviError(f"LoRA {path} holds no tensors")
+    return str(path), tensors, alpha_of
+
+
+def read_lora_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The safetensors header metadata of a LoRA file, JSON values decoded.
+
+    Values that are not JSON (e.g. ``format: pt`` or foreign plain strings) come back
+    as strings.
+    """
+    header = _read_header(_resolve_file(path))
+    out: dict[str, object] = {}
+    for key, value in header.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def lora_fingerprint(path: str | os.PathLike[str], length: int = 16) -> str:
+    """Short sha256 hex digest of a LoRA file, for manifests."""
+    p = _resolve_file(path)
+    digest = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def _snap(alpha: float) -> float:
+    """Round alpha to an integer when it is one up to float noise (keeps scales exact)."""
+    nearest = round(alpha)
+    return float(nearest) if abs(alpha - nearest) <= 1e-6 * max(1.0, abs(alpha)) else alpha
+
+
+def _peft_config_dict(entries: Mapping[str, LoraTensors]) -> dict[str, object]:
+    """LoraConfig kwargs reproducing per-module rank and alpha (patterns only where needed)."""
+    ranks = {m: e.rank for m, e in entries.items()}
+    alphas = {m: _snap(e.scale * e.rank) for m, e in entries.items()}
+    r0 = Counter(ranks.values()).most_common(1)[0][0]
+    a0 = Counter(alphas.values()).most_common(1)[0][0]
+    return {
+        "r": r0,
+        "lora_alpha": a0,
+        "target_modules": sorted(entries),
+        "rank_pattern": {"^" + re.escape(m): r for m, r in ranks.items() if r != r0},
+        "alpha_pattern": {"^" + re.escape(m): a for m, a in alphas.items() if a != a0},
+    }
+
+
+def save_lora(
+    path: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    form: Literal["diffusers", "wan"] = "diffusers",
+    metadata: Mapping[str, object] | None = None,
+) -> Path:
+    """Write a LoRA (any supported input form) as safetensors in ``form``.
+
+    ``diffusers``: ``transformer.<module>.lora_A/B.weight`` with the LoraConfig (rank,
+    alpha) in diffusers' ``lora_adapter_metadata`` header, so diffusers' own loader
+    gets the scale right. ``wan``: ``diffusion_model.<wan module>.lora_A/B.weight`` plus
+    ``.alpha`` scalars (ComfyUI / diffusers' Wan converter honour them). ``metadata``
+    values are stored JSON-encoded in the header (read back by :func:`read_lora_metadata`).
+    """
+    from safetensors.torch import save_file
+
+    entries, _, _ = _normalize(state_dict)
+    header: dict[str, str] = {"format": "pt", _META_FORM: form}
+    tensors: dict[str, torch.Tensor] = {}
+    if form == "diffusers":
+        for module, e in entries.items():
+            tensors[f"transformer.{module}.lora_A.weight"] = e.down
+            tensors[f"transformer.{module}.lora_B.weight"] = e.up
+        config = {f"transformer.{k}": v for k, v in _peft_config_dict(entries).items()}
+        header[_META_PEFT] = json.dumps(config, sort_keys=True)
+    elif form == "wan":
+        for module, e in entries.items():
+            name = f"diffusion_model.{wan_module_name(module)}"
+            tensors[f"{name}.lora_A.weight"] = e.down
+            tensors[f"{name}.lora_B.weight"] = e.up
+            tensors[f"{name}.alpha"] = torch.tensor(_snap(e.scale * e.rank), dtype=torch.float32)
+    else:
+        raise SviError(f"unknown LoRA form {form!r}; use 'diffusers' or 'wan'")
+    for key, value in (metadata or {}).items():
+        if key in _RESERVED_META:
+            raise SviError(f"LoRA metadata key {key!r} is reserved")
+        try:
+            header[str(key)] = json.dumps(value, sort_keys=True)
+        except TypeError as exc:
+            raise SviError(f"LoRA metadata {key!r} is not JSON-serialisable") from exc
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out), metadata=header)
+    logger.info("saved %d-module LoRA in %s form to %s", len(entries), form, out)
+    return out
+
+
+# -------------------------------------------------------------------------- apply
+
+
+def _base_layer(module: nn.Module) -> nn.Module:
+    get_base = getattr(module, "get_base_layer", None)  # peft-wrapped layers
+    return get_base() if callable(get_base) else module
+
+
+def _resolve_targets(
+    transformer: nn.Module,
+    entries: Mapping[str, LoraTensors],
+    first_keys: Mapping[str, str],
+    source: str,
+) -> dict[str, nn.Module]:
+    """Find every target layer and check shapes, before anything is modified."""
+    named = dict(transformer.named_modules())
+    missing = [m for m in entries if m not in named]
+    if len(missing) == len(entries):
+        first = next(iter(first_keys.values()))
+        raise SviError(f"LoRA {source} matched no module of the model; first key: {first!r}")
+    if missing:
+        m = missing[0]
+        raise SviError(
+            f"LoRA {source}: key {first_keys[m]!r} targets module {m!r}, "
+            f"which this {type(transformer).__name__} does not have"
+        )
+    targets: dict[str, nn.Module] = {}
+    for module, e in entries.items():
+        layer = _base_layer(named[module])
+        weight = getattr(layer, "weight", None)
+        if not isinstance(layer, nn.Linear | nn.Conv3d | nn.Conv2d) or weight is None:
+            raise SviError(
+                f"LoRA {source}: key {first_keys[module]!r} targets {module!r}, a "
+                f"{type(layer).__name__}, not a Linear or Conv layer"
+            )
+        fits = e.down.ndim == weight.ndim and e.down.shape[1:] == weight.shape[1:]
+        if not fits or e.up.shape[0] != weight.shape[0]:
+            raise SviError(
+                f"LoRA {source}: key {first_keys[module]!r} does not fit {module!r}: "
+                f"A {tuple(e.down.shape)}, B {tuple(e.up.shape)} vs weight {tuple(weight.shape)}"
+            )
+        targets[module] = layer
+    return targets
+
+
+@torch.no_grad()
+def _merge(
+    targets: Mapping[str, nn.Module], entries: Mapping[str, LoraTensors], strength: float
+) -> None:
+    for module, e in entries.items():
+        weight = targets[module].weight
+        down = e.down.to(weight.device, torch.float32).flatten(1)
+        up = e.up.to(weight.device, torch.float32).flatten(1)
+        delta = (up @ down).reshape(weight.shape)
+        weight.copy_((weight.float() + (strength * e.scale) * delta).to(weight.dtype))
+
+
+def _attach(
+    transformer: nn.Module,
+    targets: Mapping[str, nn.Module],
+    entries: Mapping[str, LoraTensors],
+    adapter_name: str,
+) -> None:
+    if not hasattr(transformer, "load_lora_adapter"):
+        raise TypeError("merge=False needs a diffusers model with PeftAdapterMixin")
+    peft_sd: dict[str, torch.Tensor] = {}
+    for module, e in entries.items():
+        weight = targets[module].weight
+        peft_sd[f"{module}.lora_A.weight"] = e.down.to(weight.device, weight.dtype)
+        peft_sd[f"{module}.lora_B.weight"] = e.up.to(weight.device, weight.dtype)
+    transformer.load_lora_adapter(  # type: ignore[operator]
+        peft_sd, prefix=None, adapter_name=adapter_name, metadata=_peft_config_dict(entries)
+    )
+    for module in entries:
+        layer = transformer.get_submodule(module)
+        if adapter_name not in getattr(layer, "lora_A", {}):
+            raise SviError(f"LoRA adapter {adapter_name!r} was not attached to {module!r}")
+
+
+def _free_adapter_name(transformer: nn.Module) -> str:
+    used = set(getattr(transformer, "peft_config", {}) or {})
+    i = 0
+    while f"lora_{i}" in used:
+        i += 1
+    return f"lora_{i}"
+
+
+def apply_lora(
+    transformer: nn.Module,
+    lora: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    scale: float = 1.0,
+    *,
+    merge: bool = True,
+    adapter_name: str | None = None,
+) -> LoraReport:
+    """Apply a LoRA file (safetensors) or state dict of any supported form.
+
+    ``merge=True`` adds ``scale * alpha/rank * B @ A`` to each weight in place (fp32
+    arithmetic, cast back). ``merge=False`` attaches a peft adapter (removable with
+    :func:`remove_lora`, rescalable with :func:`set_lora_scale`). Every LoRA module
+    must exist in the model with matching shapes, else :class:`SviError`; nothing is
+    modified when a check fails.
+    """
+    source, state_dict, alpha_of = _load_source(lora)
+    entries, form, first_keys = _normalize(state_dict, alpha_of)
+    if source == "<state dict>":
+        source = f"<{form} state dict>"
+    targets = _resolve_targets(transformer, entries, first_keys, source)
+    if merge:
+        if adapter_name is not None:
+            raise SviError("adapter_name is only meaningful with merge=False")
+        _merge(targets, entries, float(scale))
+    else:
+        if adapter_name is None:
+            adapter_name = _free_adapter_name(transformer)
+        elif adapter_name in (getattr(transformer, "peft_config", {}) or {}):
+            raise SviError(f"adapter name {adapter_name!r} is already in use")
+        _attach(transformer, targets, entries, adapter_name)
+        set_lora_scale(transformer, adapter_name, float(scale))
+    report = LoraReport(
+        source=source,
+        form=form,
+        modules=tuple(sorted(entries)),
+        ranks=tuple(sorted({e.rank for e in entries.values()})),
+        lora_scales=tuple(sorted({e.scale for e in entries.values()})),
+        strength=float(scale),
+        merged=merge,
+        adapter_name=adapter_name,
+    )
+    logger.info(report.summary())
+    return report
+
+
+def _lora_layers(transformer: nn.Module, adapter_name: str) -> Iterator[tuple[str, nn.Module]]:
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in transformer.named_modules():
+        if isinstance(module, LoraLayer) and adapter_name in module.lora_A:
+            yield name, module
+
+
+def set_lora_scale(transformer: nn.Module, adapter_name: str, scale: float) -> None:
+    """Set an attached adapter's strength (``scale * alpha/rank`` per layer)."""
+    layers = list(_lora_layers(transformer, adapter_name))
+    if not layers:
+        raise SviError(f"the model has no LoRA adapter named {adapter_name!r}")
+    for _, layer in layers:
+        layer.set_scale(adapter_name, float(scale))  # type: ignore[operator]
+
+
+def remove_lora(transformer: nn.Module, adapter_name: str) -> None:
+    """Remove an attached adapter (diffusers' ``delete_adapters``)."""
+    if adapter_name not in (getattr(transformer, "peft_config", {}) or {}):
+        raise SviError(f"the model has no LoRA adapter named {adapter_name!r}")
+    transformer.delete_adapters(adapter_name)  # type: ignore[operator]
+
+
+# ----------------------------------------------------------------------- training
+
+_INIT = {"default": True, "gaussian": "gaussian"}
+
+
+def add_training_lora(
+    transformer: nn.Module,
+    rank: int,
+    alpha: float,
+    adapter_name: str = "svi",
+    init: str = "default",
+    *,
+    targets: tuple[str, ...] = WAN_LORA_TARGETS,
+) -> None:
+    """Attach a fresh trainable peft LoRA; freeze everything else.
+
+    ``init="default"`` is peft's (Kaiming A, zero B: the model is unchanged at step 0);
+    ``"gaussian"`` draws A from a normal distribution instead (B still zero).
+    """
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise SviError(f"LoRA rank must be >= 1, got {rank}")
+    if init not in _INIT:
+        raise SviError(f"unknown LoRA init {init!r}; use one of {sorted(_INIT)}")
+    if adapter_name in (getattr(transformer, "peft_config", {}) or {}):
+        raise SviError(f"adapter name {adapter_name!r} is already in use")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        init_lora_weights=_INIT[init],
+    )
+    transformer.add_adapter(config, adapter_name=adapter_name)  # type: ignore[operator]
+    for name, param in transformer.named_parameters():
+        param.requires_grad_(_is_lora_param(name, adapter_name))
+    n = sum(1 for _ in _lora_layers(transformer, adapter_name))
+    logger.info("added LoRA %r (rank %d, alpha %g) on %d layers", adapter_name, rank, alpha, n)
+
+
+def _is_lora_param(name: str, adapter_name: str | None) -> bool:
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("lora_A", "lora_B") and (adapter_name is None or parts[i + 1] == adapter_name):
+            return True
+    return False
+
+
+def lora_parameters(
+    transformer: nn.Module, adapter_name: str | None = "svi"
+) -> Iterator[nn.Parameter]:
+    """The LoRA parameters of ``adapter_name`` (all adapters if None), for the optimizer."""
+    for name, param in transformer.named_parameters():
+        if _is_lora_param(name, adapter_name):
+            yield param
+
+
+def lora_state_dict(transformer: nn.Module, adapter_name: str = "svi") -> dict[str, torch.Tensor]:
+    """An attached adapter in diffusers form, plus ``.alpha`` scalars.
+
+    Keys: ``transformer.<module>.lora_A.weight`` / ``.lora_B.weight`` (detached CPU
+    copies) and ``transformer.<module>.alpha`` (effective alpha, so that alpha / rank is
+    the layer's scale). :func:`save_lora` moves the alphas into the file header for
+    the diffusers form and keeps them as keys for the wan form.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    layers = dict(_lora_layers(transformer, adapter_name))
+    if not layers:
+        raise SviError(f"the model has no LoRA adapter named {adapter_name!r}")
+    raw = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        out[f"transformer.{key}"] = value.detach().to("cpu").clone().contiguous()
+    for name, layer in layers.items():
+        r = layer.r[adapter_name]
+        alpha = float(layer.lora_alpha[adapter_name])
+        if layer.use_rslora.get(adapter_name, False):
+            alpha *= math.sqrt(r)
+        out[f"transformer.{name}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
+    return out

@@ -1,0 +1,162 @@
+"""Everything a clip needs, loaded through one code path: DiT(s), codec, text encoder.
+
+``load_bundle`` accepts a preset name (the embedded world model, found without any
+flag), a world checkpoint directory written by ``svi train`` (``svi_model.json`` +
+``transformer/``) or a real Wan diffusers folder (with ``--preset``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import WanTransformer3DModel
+
+from svi.errors import SviError
+from svi.models.codec import Codec, PixelCodec
+from svi.models.presets import ModelPreset, get_preset
+from svi.sampling import Experts
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+MODEL_FILE = "svi_model.json"
+
+
+@dataclass
+class ModelBundle:
+    preset: ModelPreset
+    transformer: torch.nn.Module
+    codec: Codec
+    text_encoder: Any  # svi.models.text.TextEncoder
+    source: str
+    transformer_2: torch.nn.Module | None = None
+    boundary: float | None = None
+    info: dict[str, Any] | None = None
+
+    @property
+    def experts(self) -> Experts:
+        return Experts(self.transformer, self.transformer_2, self.boundary)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """(C, f, h, w) of one clip's latents."""
+        p, c = self.preset, self.codec
+        return (
+            c.latent_channels,
+            c.latent_frames(p.num_frames),
+            p.height // c.spatial_factor,
+            p.width // c.spatial_factor,
+        )
+
+
+def embedded_dir(name: str) -> Path:
+    """Where the shipped checkpoint of world preset ``name`` lives."""
+    return ASSETS / name
+
+
+def build_world_transformer(preset: ModelPreset, seed: int = 0) -> WanTransformer3DModel:
+    """A randomly initialised world DiT of ``preset`` (seeded, for base training)."""
+    if preset.family != "world":
+        raise SviError(f"preset {preset.name} is a real Wan model; load it from its folder")
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(**preset.transformer)
+
+
+def world_text_encoder(preset: ModelPreset) -> Any:
+    from svi.models.text import MiniLMTextEncoder
+
+    return MiniLMTextEncoder(max_length=preset.text_len)
+
+
+def save_world_model(
+    out: Path, transformer: WanTransformer3DModel, preset: ModelPreset, info: dict
+) -> Path:
+    """Write a loadable world checkpoint: ``transformer/`` + ``svi_model.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    transformer.save_pretrained(out / "transformer", safe_serialization=True)
+    meta = {"preset": preset.to_dict(), **info}
+    (out / MODEL_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    return out
+
+
+def _load_world_dir(path: Path, preset_name: str | None) -> ModelBundle:
+    try:
+        meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SviError(f"{path / MODEL_FILE} is not valid JSON: {exc}") from None
+    try:
+        preset = ModelPreset(**meta["preset"])
+    except (KeyError, TypeError) as exc:
+        raise SviError(f"{path / MODEL_FILE} does not describe a preset: {exc}") from None
+    if preset_name is not None and preset_name != preset.name:
+        raise SviError(f"{path} holds a {preset.name} model, not {preset_name}")
+    if not (path / "transformer" / "config.json").exists():
+        raise SviError(f"model folder {path} is missing transformer/config.json")
+    try:
+        transformer = WanTransformer3DModel.from_pretrained(
+            path / "transformer", use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError) as exc:
+        raise SviError(f"cannot load the transformer in {path}: {exc}") from None
+    transformer.eval().requires_grad_(False)
+    return ModelBundle(
+        preset=preset,
+        transformer=transformer,
+        codec=PixelCodec(),
+        text_encoder=world_text_encoder(preset),
+        source=str(path),
+        info=meta,
+    )
+
+
+def load_bundle(model: str | Path | None = None, preset: str | None = None) -> ModelBundle:
+    """Load a model by preset name, world checkpoint dir or Wan folder (see module doc)."""
+    if model is None:
+        model = preset or "world-tiny"
+    path = Path(model)
+    if str(model) in _preset_names() and not path.exists():
+        p = get_preset(str(model))
+        if p.family == "wan":
+            raise SviError(
+                f"{p.name} needs its weights: pass the diffusers folder with --model DIR "
+                f"--preset {p.name}"
+            )
+        path = embedded_dir(p.name)
+        if not (path / MODEL_FILE).exists():
+            raise SviError(f"the embedded {p.name} checkpoint is missing from {path}")
+        return _load_world_dir(path, p.name)
+    if not path.exists():
+        raise SviError(f"model {model} is neither a preset nor an existing folder")
+    if (path / MODEL_FILE).exists():
+        return _load_world_dir(path, None)
+    if (path / "model_index.json").exists():
+        return _load_wan_dir(path, preset)
+    raise SviError(f"{path} holds neither {MODEL_FILE} (svi world model) nor model_index.json")
+
+
+def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:
+    from svi.models.wan import detect_wan_variant, load_wan_folder
+
+    variant = preset_name or detect_wan_variant(path)
+    preset = get_preset(variant)
+    comps = load_wan_folder(path, expect=preset.wan_variant)
+    return ModelBundle(
+        preset=preset,
+        transformer=comps.transformer,
+        codec=comps.vae,
+        text_encoder=comps.text_encoder,
+        source=str(path),
+        transformer_2=comps.transformer_2,
+        boundary=comps.boundary_ratio,
+    )
+
+
+def _preset_names() -> set[str]:
+    from svi.models.presets import PRESETS
+
+    return set(PRESETS)

@@ -1,0 +1,97 @@
+"""One clip: Euler over the shifted sigma grid with text classifier-free guidance.
+
+The sampler is a few small pure functions (as flux's): a velocity function wraps the
+DiT (one or two experts), :func:`sample_latents` integrates from noise to data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from svi import flow
+
+VelocityFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""``v = f(x_t (B,C,f,h,w), sigma (B,), y (B,4+C,f,h,w), text (B,L,D))``."""
+
+
+@dataclass
+class Experts:
+    """The DiT(s) of a model: Wan 2.2 A14B switches experts at ``boundary`` sigma.
+
+    ``high`` runs for sigma >= boundary (the noisy part), ``low`` below it.
+    ``image_states`` are CLIP image tokens (Wan 2.1 I2V), passed to every call.
+    """
+
+    high: torch.nn.Module
+    low: torch.nn.Module | None = None
+    boundary: float | None = None
+    image_states: Tensor | None = None
+
+    def __call__(self, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor) -> Tensor:
+        model = self.high
+        if self.low is not None and self.boundary is not None and float(sigma[0]) < self.boundary:
+            model = self.low
+        param = next(model.parameters())
+        inp = torch.cat([x, y], dim=1).to(param.dtype)  # (B, 2C + 4, f, h, w)
+        extra = {}
+        if self.image_states is not None:
+            extra["encoder_hidden_states_image"] = self.image_states.expand(x.shape[0], -1, -1)
+        out = model(
+            hidden_states=inp,
+            timestep=sigma.to(param.dtype) * flow.NUM_TRAIN_TIMESTEPS,
+            encoder_hidden_states=text.to(param.dtype),
+            return_dict=False,
+            **extra,
+        )[0]
+        return out.to(x.dtype)
+
+
+def guided_velocity(
+    velocity: VelocityFn, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor, neg: Tensor, cfg: float
+) -> Tensor:
+    """CFG on text: one batched call for both branches (``y`` identical in both)."""
+    if cfg == 1.0:
+        return velocity(x, sigma, y, text)
+    b = x.shape[0]
+    v = velocity(
+        torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([y, y]), torch.cat([text, neg])
+    )
+    return flow.cfg_combine(v[:b], v[b:], cfg)
+
+
+def sample_latents(
+    velocity: VelocityFn,
+    noise: Tensor,
+    y: Tensor,
+    text: Tensor,
+    neg: Tensor | None = None,
+    *,
+    steps: int,
+    shift: float,
+    cfg: float = 1.0,
+    on_step: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Integrate ``noise`` (B, C, f, h, w) to clean latents with ``steps`` Euler steps."""
+    if cfg != 1.0 and neg is None:
+        raise ValueError("cfg != 1 needs negative text states")
+    sigmas = flow.inference_sigmas(steps, shift).to(noise.device)
+    x = noise
+    b = noise.shape[0]
+    with torch.no_grad():
+        for i in range(steps):
+            sigma = sigmas[i].expand(b)
+            v = guided_velocity(velocity, x, sigma, y, text, neg if neg is not None else text, cfg)
+            x = flow.euler_step(x, v, sigmas[i], sigmas[i + 1])
+            if on_step is not None:
+                on_step(i)
+    return x
+
+
+def clip_noise(shape: tuple[int, ...], seed: int, device: str | torch.device = "cpu") -> Tensor:
+    """Deterministic standard-normal noise for one clip (drawn on CPU, then moved)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g).to(device)

@@ -1,0 +1,234 @@
+"""The training loop: image-to-video flow matching on a Wan DiT (base or LoRA).
+
+One loop for every variant (base training, clean LoRA, ERFT LoRA): the variants
+are settings of :class:`svi.config.TrainConfig`. Checkpoints carry the optimizer,
+EMA, step, RNG states and data position, so ``resume=True`` continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from svi import flow
+from svi.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    optimizer_from_tensors,
+    save_checkpoint,
+)
+from svi.clips import ClipBatch, WorldClips
+from svi.conditioning import build_y
+from svi.config import TrainConfig
+from svi.ema import EMA
+from svi.errors import SviError
+from svi.models.bundle import ModelBundle, build_world_transformer, save_world_model
+from svi.models.codec import PixelCodec
+from svi.models.presets import get_preset
+from svi.sampling import Experts
+
+log = logging.getLogger(__name__)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to ``min_lr_ratio * lr``."""
+    o = config.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.schedule == "constant":
+        return o.lr
+    progress = (step - o.warmup_steps) / max(1, config.steps - o.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine)
+
+
+def make_bundle(config: TrainConfig) -> ModelBundle:
+    """The model to train: a fresh world DiT, or loaded weights to fine-tune."""
+    preset = get_preset(config.preset)
+    if config.init is None:
+        from svi.models.bundle import world_text_encoder
+
+        transformer = build_world_transformer(preset, seed=config.seed)
+        return ModelBundle(preset, transformer, PixelCodec(), world_text_encoder(preset), "random")
+    from svi.models.bundle import load_bundle
+
+    return load_bundle(config.preset if config.init == "embedded" else config.init, preset.name)
+
+
+def prepare_batch(
+    batch: ClipBatch, bundle: ModelBundle, config: TrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clean latents x0, conditioning y and text states for one batch."""
+    d = config.data
+    single = torch.rand((), generator=gen).item() < d.p_single_frame
+    m = 1 if single else d.motion_frames
+    frames = batch.frames  # (B, 3, F, H, W)
+    x0 = bundle.codec.encode(frames)  # (B, C, f, h, w)
+    y = build_y(
+        bundle.codec,
+        frames[:, :, :m],
+        frames.shape[2],
+        padding=d.padding,
+        mask=d.mask,
+        anchor=batch.anchors,
+    )
+    drop = torch.rand(len(batch.prompts), generator=gen) < d.text_dropout
+    prompts = ["" if dropped else p for p, dropped in zip(batch.prompts, drop, strict=True)]
+    text = bundle.text_encoder.encode(prompts)  # (B, L, D)
+    return x0, y, text
+
+
+def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train per ``config`` into ``out``; returns the exported model folder ``out/final``."""
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank = accelerator.process_index
+    _write_config(out, config, resume)
+    bundle = make_bundle(config)
+    preset = bundle.preset
+    model = bundle.transformer
+    model.train()
+    if config.lora_rank:
+        from svi.lora import add_training_lora
+
+        model.requires_grad_(False)
+        add_training_lora(model, config.lora_rank, config.lora_alpha or config.lora_rank)
+    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(
+        named.values(), lr=config.optim.lr, betas=config.optim.betas,
+        weight_decay=config.optim.weight_decay,
+    )  # fmt: skip
+    ema = EMA(named, config.ema_decay) if config.ema_decay else None
+    data = WorldClips(
+        config.data.kinds, config.data.pool_size, config.data.episode_frames,
+        preset.num_frames, preset.height, seed=config.seed, show_progress=progress,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(config.seed * 1000 + rank)  # noise, sigmas, coins
+    rng = np.random.default_rng(config.seed * 1000 + rank)  # data position
+    shift = config.shift or preset.shift
+    start = 0
+    if resume and list_checkpoints(out):
+        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng)
+        log.info("resumed from step %d", start)
+    model, opt = accelerator.prepare(model, opt)
+    velocity = Experts(model)
+    window: list[float] = []
+    t0 = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task("train", total=config.steps, completed=start, loss=float("nan"))
+        for step in range(start, config.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, config)
+            batch = data.sample(config.batch_size, rng, config.data.motion_frames)
+            x0, y, text = prepare_batch(batch, bundle, config, gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift)
+            x_t = flow.interpolate(x0, noise, sigma)
+            target = flow.velocity_target(x0, noise)
+            v = velocity(x_t, sigma, y, text)
+            loss = _loss(v, target, sigma, config)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(list(named.values()), config.optim.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update()
+            window.append(loss.item())
+            bar.update(task, advance=1, loss=loss.item())
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                _log(out, done, window, lr_at(step, config), t0, start)
+                window.clear()
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                _checkpoint(out, done, config, named, opt, ema, gen, rng)
+    return _export(out, accelerator.unwrap_model(model), ema, bundle, config)
+
+
+def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):
+    per_sample = F.mse_loss(v, target, reduction="none").flatten(1).mean(1)  # (B,)
+    if config.weighting == "bell":
+        per_sample = per_sample * flow.timestep_weight(sigma * flow.NUM_TRAIN_TIMESTEPS)
+    elif config.weighting != "none":
+        raise SviError(f"unknown weighting {config.weighting!r}; use 'none' or 'bell'")
+    return per_sample.mean()
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.speed} it/s"),
+        TimeRemainingColumn(), disable=not enabled,
+    )  # fmt: skip
+
+
+def _write_config(out: Path, config: TrainConfig, resume: bool) -> None:
+    path = out / "config.json"
+    payload = json.dumps(config.to_dict(), indent=1)
+    if resume and path.exists() and path.read_text(encoding="utf-8") != payload:
+        raise SviError(f"{path} differs from this run's config; resume needs the same config")
+    if not resume and list_checkpoints(out):
+        raise SviError(f"{out} already holds checkpoints; pass --resume or use a new --out")
+    path.write_text(payload, encoding="utf-8")
+
+
+def _log(out: Path, step: int, window: list[float], lr: float, t0: float, start: int) -> None:
+    elapsed = time.perf_counter() - t0
+    rec = {
+        "step": step,
+        "loss": float(np.mean(window)) if window else float("nan"),
+        "lr": lr,
+        "steps_per_s": (step - start) / max(elapsed, 1e-9),
+        "elapsed_s": elapsed,
+    }
+    with (out / "log.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    log.debug("step %d loss %.4f", step, rec["loss"])
+
+
+def _rng_state(gen: torch.Generator, rng: np.random.Generator) -> tuple[dict, dict]:
+    return {"torch_generator": gen.get_state()}, {"numpy_rng": rng.bit_generator.state}
+
+
+def _checkpoint(out, step, config, named, opt, ema, gen, rng) -> None:
+    tensors, json_state = _rng_state(gen, rng)
+    save_checkpoint(
+        out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
+        ema=ema.state_dict() if ema else None, extra=tensors,
+        state={"config": config.to_dict(), **json_state}, keep_last=config.keep_last,
+    )  # fmt: skip
+
+
+def _restore(path: Path, named, opt, ema, gen, rng) -> int:
+    ck = load_checkpoint(path)
+    missing = set(named) - set(ck["model"])
+    if missing:
+        raise SviError(f"checkpoint {path} lacks {sorted(missing)[0]} (different model?)")
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(ck["model"][k])
+    optimizer_from_tensors(opt, ck["optimizer"], ck["state"]["optimizer"])
+    if ema is not None and ck["ema"] is not None:
+        ema.load_state_dict(ck["ema"])
+    gen.set_state(ck["extra"]["torch_generator"])
+    rng.bit_generator.state = ck["state"]["numpy_rng"]
+    return int(ck["state"]["step"])
+
+
+def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: TrainConfig) -> Path:
+    """Write ``out/final``: EMA weights if any, in the loadable model-folder format."""
+    if ema is not None:
+        ema.copy_to_params()
+    info: dict[str, Any] = {"training": config.to_dict(), "steps": config.steps}
+    final = save_world_model(out / "final", model, bundle.preset, info)
+    log.info("exported %s", final)
+    return final

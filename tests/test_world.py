@@ -168,10 +168,8 @@ def test_describe_names_everything():
     for word in ("red disc", "blue square", "left", "clockwise", "navy", "teal"):
         assert word in text
     assert describe(state) == text
-    other = SceneState(state.objects, state.background, style=4)
-    assert {describe(SceneState(state.objects, state.background, s)) for s in range(20)} > {
-        describe(other)
-    }
+    wordings = {describe(SceneState(state.objects, state.background, s)) for s in range(20)}
+    assert len(wordings) > 5
 
 
 def _step(centres: np.ndarray) -> np.ndarray:

@@ -17,8 +17,9 @@ FFmpeg between writes), then its fragments are appended to the file with their s
 numbers and decode times (``tfdt``) re-stamped to continue the previous clips. Data
 offsets are relative to each ``moof`` (``default_base_moof``), so fragments can be moved.
 B-frames are disabled so decode and presentation times coincide. The finished file stays
-a fragmented MP4: it plays in browsers, VLC, QuickTime and FFmpeg; containers that only
-read the ``moov`` report 0 frames, which is why :func:`video_info` counts by decoding.
+a fragmented MP4 (standard ISO BMFF, as used for web streaming; checked here only with
+FFmpeg/PyAV). Its ``moov`` lists no samples, so tools that only read the ``moov`` report
+0 frames, which is why :func:`video_info` counts by decoding.
 
 While writing, data goes to a sibling ``<stem>.partial<suffix>`` file
 (:meth:`VideoWriter.partial_path_for`); :meth:`VideoWriter.close` renames it atomically
@@ -37,8 +38,9 @@ Reading
 MP4/WebM/MKV/MOV/GIF through PyAV and still images (PNG/JPEG/WebP/BMP/TIFF) through
 Pillow, always as ``uint8`` RGB arrays. Every problem with the file (missing, a directory,
 empty, not a video, corrupt) is an ``SviError`` naming it. A file that is damaged part way
-(for example cut off by a crash) yields the frames decodable before the damage, with a
-warning logged; it is an error only if no frame at all can be decoded.
+(for example cut off by a crash) yields the frames decodable before the damage (a
+truncated fragmented MP4 simply ends after its last complete fragment; a decoder error
+is logged as a warning); it is an error only if no frame at all can be decoded.
 
 Prompt streams
 --------------
@@ -600,7 +602,8 @@ def iter_frames(path: PathLike) -> Iterator[np.ndarray]:
     """Yield the frames of a video (or the one frame of a still image) as (H, W, 3) uint8.
 
     Problems with the file itself (missing, empty, not a video) raise SviError right
-    away; a file damaged part way yields the frames before the damage and logs a warning.
+    away; a file damaged part way yields the frames before the damage (decoder errors are
+    logged as warnings) and raises SviError only if not even one frame decodes.
     """
     file = _check_input_file(path)
     if _is_image_file(file):

@@ -2,7 +2,7 @@
 
 Skeleton: 15 joints (:data:`JOINTS`; "right" is the figure's right, drawn on the
 screen's left). Joint angles are smooth sums of sinusoids: a per-episode tempo of
-0.25-0.55 Hz with its second harmonic and one slow incommensurate component, random
+0.2-0.45 Hz with its second harmonic and one slow incommensurate component, random
 amplitudes and phases; forward kinematics from the pelvis gives joint positions, and
 the figure stands on a floor (its lowest foot touches ``0.95 * size``). The figure is
 drawn as thick lines (2 px at 32 px, at least 1.5 px) plus a head disc in one flat
@@ -103,7 +103,7 @@ def _perpendicular(angle: np.ndarray) -> np.ndarray:
 def _oscillator(rng: np.random.Generator, tempo: float, t: np.ndarray) -> np.ndarray:
     """Smooth signal in [0, 1]: tempo, its 2nd harmonic and a slow random component."""
     ratios = np.array([1.0, 2.0, float(rng.uniform(0.3, 0.7))])
-    amplitudes = rng.uniform(0.2, 1.0, size=3)
+    amplitudes = rng.uniform([0.5, 0.1, 0.2], [1.0, 0.4, 0.8])
     phases = rng.uniform(0, 2 * math.pi, size=3)
     waves = np.sin(2 * np.pi * tempo * ratios[:, None] * t[None, :] + phases[:, None])
     return 0.5 + 0.5 * (amplitudes[:, None] * waves).sum(axis=0) / amplitudes.sum()
@@ -112,14 +112,14 @@ def _oscillator(rng: np.random.Generator, tempo: float, t: np.ndarray) -> np.nda
 def skeleton_stream(rng: np.random.Generator, num_frames: int, fps: float, size: int) -> np.ndarray:
     """(T, J, 2) float32 joint positions (x, y) in pixels."""
     t = np.arange(num_frames) / fps
-    tempo = float(rng.uniform(0.25, 0.55))
+    tempo = float(rng.uniform(0.2, 0.45))
 
     def osc(lo: float, hi: float) -> np.ndarray:
         return lo + (hi - lo) * _oscillator(rng, tempo, t)
 
     b = {name: value * size for name, value in BONES.items()}
     lean, tilt = osc(-0.18, 0.18), osc(-0.25, 0.25)
-    raise_r, raise_l = osc(0.0, 2.3), osc(0.0, 2.3)
+    raise_r, raise_l = osc(0.0, 2.1), osc(0.0, 2.1)
     bend_r, bend_l = osc(0.0, 1.5), osc(0.0, 1.5)
     kick_r, kick_l = osc(-0.1, 0.55), osc(-0.1, 0.55)
     knee_r, knee_l = osc(0.0, 0.9), osc(0.0, 0.9)

@@ -94,7 +94,7 @@ class _Simulation:
         self.centres: list[np.ndarray] = []
         self.colour_index: list[np.ndarray] = []
         self.light = LIGHT_LEVELS.index(1.0)
-        self.lighting = np.ones(num_frames, dtype=np.float32)
+        self.lighting = np.ones(num_frames)
         self.backgrounds: list[BackgroundSpec] = []
         self.background_index = np.zeros(num_frames, dtype=np.int64)
         self.events: list[dict] = []
@@ -132,7 +132,8 @@ class _Simulation:
         weights = np.array(list(_MOTION_WEIGHTS.values()))
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
         if kind == "orbit":
-            orbit = float(rng.uniform(0.18, 0.3)) * size
+            orbit = min(float(rng.uniform(0.18, 0.3)) * size, size / 2 - radius - 0.5)
+            orbit = max(orbit, 1.0)
             margin = min(orbit + radius, size / 2)
             centre = (
                 float(rng.uniform(margin, size - margin)),
@@ -166,10 +167,17 @@ class _Simulation:
         spec = sample_background(rng, self.size, avoid=[rgb(c) for c in colours])
         self.backgrounds.append(spec)
         specs = []
+        starts: list[tuple[np.ndarray, float]] = []
         for colour in colours:
             radius, word = self.sample_radius()
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
-            specs.append((shape, colour, radius, word, self.sample_motion(radius)))
+            for _ in range(20):  # avoid starting on top of another object
+                motion = self.sample_motion(radius)
+                start = motion.position(np.zeros(1))[0]
+                if all(np.hypot(*(start - p)) > 0.8 * (radius + r) for p, r in starts):
+                    break
+            starts.append((start, radius))
+            specs.append((shape, colour, radius, word, motion))
         for shape, colour, radius, word, motion in sorted(specs, key=lambda s: -s[2]):
             self.add_object(shape, colour, radius, word, motion)  # big ones drawn first
 
@@ -303,7 +311,9 @@ class _Simulation:
         return Event("leave", old=obj.colour, shape=obj.shape, side=side), obj
 
 
-def simulate(kind: str, rng: np.random.Generator, num_frames: int, config: WorldConfig):
+def simulate(
+    kind: str, rng: np.random.Generator, num_frames: int, config: WorldConfig
+) -> SceneTrack:
     """Run a consistent or creative scene; returns a :class:`SceneTrack`."""
     sim = _Simulation(rng, num_frames, config)
     sim.setup()

@@ -298,6 +298,268 @@ def test_bad_writer_arguments(tmp_path: Path, kwargs: dict[str, object], message
     assert list(tmp_path.iterdir()) == []
 
 
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, np.ndarray]:
+    """Bytes and decoded frames of clips 0..4 written in one go (what resuming must match)."""
+    target = tmp_path_factory.mktemp("uninterrupted") / "ref.mp4"
+    with VideoWriter(target) as writer:
+        for k in range(5):
+            writer.write(smooth_clip(k))
+    return target.read_bytes(), read_video(target)
+
+
+def crashed_run(target: Path, clips: int) -> list[int]:
+    """Write clips 0..clips-1 and stop without finalising; return bytes_committed per clip.
+
+    ``abort`` only closes the file descriptor, so the partial file is left exactly as a
+    crash right after the last write would leave it.
+    """
+    writer = VideoWriter(target)
+    committed = []
+    for k in range(clips):
+        writer.write(smooth_clip(k))
+        committed.append(writer.bytes_committed)
+    writer.abort()
+    return committed
+
+
+def finish(writer: VideoWriter, total_clips: int = 5) -> None:
+    """Write the clips after those the (resumed) writer holds, then close it."""
+    for k in range(writer.frames_written // CLIP_FRAMES, total_clips):
+        writer.write(smooth_clip(k))
+    writer.close()
+
+
+def assert_same_as_uninterrupted(target: Path, uninterrupted: tuple[bytes, np.ndarray]) -> None:
+    data, frames = uninterrupted
+    video = read_video(target)
+    assert video.shape == (5 * CLIP_FRAMES, 32, 32, 3)
+    assert np.array_equal(video, frames)  # decoded pixels, frame by frame
+    assert target.read_bytes() == data  # same encoder settings: byte-identical file
+
+
+def test_bytes_committed_is_the_size_of_the_complete_part(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    writer = VideoWriter(target)
+    assert writer.bytes_committed == 0
+    for k in range(2):
+        writer.write(smooth_clip(k))
+        assert writer.bytes_committed == writer.partial_path.stat().st_size
+    writer.close()
+    assert writer.bytes_committed == target.stat().st_size
+
+
+def test_resume_after_crash_matches_an_uninterrupted_run(
+    tmp_path: Path, uninterrupted: tuple[bytes, np.ndarray]
+) -> None:
+    target = tmp_path / "long.mp4"
+    committed = crashed_run(target, 3)
+    writer = VideoWriter.resume(target, expected_frames=3 * CLIP_FRAMES)
+    assert (writer.frames_written, writer.bytes_committed) == (15, committed[-1])
+    assert writer.path == target
+    assert not writer.closed
+    finish(writer)
+    assert not writer.partial_path.exists()
+    assert_same_as_uninterrupted(target, uninterrupted)
+
+
+@pytest.mark.parametrize("damage", ["mid-clip", "record-cut", "garbage", "box-header-cut"])
+def test_resume_drops_a_half_written_clip(
+    tmp_path: Path,
+    uninterrupted: tuple[bytes, np.ndarray],
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = tmp_path / "torn.mp4"
+    committed = crashed_run(target, 4)
+    partial = VideoWriter.partial_path_for(target)
+    with partial.open("r+b") as file:
+        if damage == "mid-clip":  # killed while writing clip 4
+            file.truncate((committed[2] + committed[3]) // 2)
+        elif damage == "record-cut":  # clip 4's frames are all there, its record is not
+            file.truncate(committed[3] - 1)
+        else:
+            file.truncate(committed[2])
+            file.seek(committed[2])
+            if damage == "garbage":
+                file.write(np.random.default_rng(2).bytes(1000))
+            else:  # a fragment header promising more bytes than follow
+                file.write(b"\x00\x00\x10\x00moof" + bytes(100))
+    caplog.set_level(logging.WARNING, logger="svi.video_io")
+    writer = VideoWriter.resume(target, expected_frames=3 * CLIP_FRAMES)
+    assert "dropped" in caplog.text
+    assert partial.stat().st_size == committed[2] == writer.bytes_committed
+    assert read_video(partial).shape == (3 * CLIP_FRAMES, 32, 32, 3)
+    finish(writer)
+    assert_same_as_uninterrupted(target, uninterrupted)
+
+
+def test_resume_cuts_back_to_the_recorded_frames(
+    tmp_path: Path, uninterrupted: tuple[bytes, np.ndarray]
+) -> None:
+    """Crash after a write but before the caller recorded it: that clip is dropped."""
+    target = tmp_path / "ahead.mp4"
+    committed = crashed_run(target, 3)
+    writer = VideoWriter.resume(target, expected_frames=2 * CLIP_FRAMES)
+    assert writer.frames_written == 10
+    assert writer.partial_path.stat().st_size == committed[1] == writer.bytes_committed
+    finish(writer)
+    assert_same_as_uninterrupted(target, uninterrupted)
+
+
+def test_resume_from_zero_starts_over(
+    tmp_path: Path, uninterrupted: tuple[bytes, np.ndarray]
+) -> None:
+    """Killed before or during the first write: only ``expected_frames=0`` fits."""
+    target = tmp_path / "early.mp4"
+    partial = VideoWriter.partial_path_for(target)
+    committed = crashed_run(target, 1)
+    with partial.open("r+b") as file:
+        file.truncate(committed[0] // 2)
+    with pytest.raises(SviError, match=r"hold 0 frames \(0 clips\) but 5 were recorded"):
+        VideoWriter.resume(target, expected_frames=CLIP_FRAMES)
+    writer = VideoWriter.resume(target, expected_frames=0)
+    assert (writer.frames_written, writer.bytes_committed) == (0, 0)
+    assert partial.stat().st_size == 0
+    finish(writer)
+    assert_same_as_uninterrupted(target, uninterrupted)
+    partial.write_bytes(b"")  # killed before the first write
+    writer = VideoWriter.resume(target, expected_frames=0)
+    writer.abort()
+    assert not partial.exists()
+
+
+def test_resume_refuses_frame_counts_that_do_not_fit(tmp_path: Path) -> None:
+    target = tmp_path / "mismatch.mp4"
+    crashed_run(target, 3)
+    partial = VideoWriter.partial_path_for(target)
+    before = partial.read_bytes()
+    with pytest.raises(SviError, match=r"after frame 7: no clip ends there .* 5 and 10\)"):
+        VideoWriter.resume(target, expected_frames=7)
+    with pytest.raises(SviError, match=r"hold 15 frames \(3 clips\) but 20 were recorded"):
+        VideoWriter.resume(target, expected_frames=20)
+    with pytest.raises(SviError, match="expected_frames must be an integer >= 0"):
+        VideoWriter.resume(target, expected_frames=-1)
+    assert partial.read_bytes() == before  # errors never change the file
+
+
+def test_resume_drops_a_clip_whose_data_is_damaged(tmp_path: Path) -> None:
+    """A power cut can persist a clip's record but not all its data: the CRC catches it."""
+    target = tmp_path / "crc.mp4"
+    committed = crashed_run(target, 3)
+    partial = VideoWriter.partial_path_for(target)
+    with partial.open("r+b") as file:
+        file.seek(committed[2] - 200)  # inside clip 3's frame data
+        file.write(b"\xff" * 8)
+    with pytest.raises(SviError, match=r"hold 10 frames \(2 clips\) but 15 were recorded"):
+        VideoWriter.resume(target, expected_frames=15)
+    writer = VideoWriter.resume(target, expected_frames=10)
+    finish(writer, 3)
+    video = read_video(target)
+    assert video.shape == (15, 32, 32, 3)
+    assert psnr(video, reference(3)) > 35.0
+
+
+def test_resume_needs_a_partial_file_of_this_writer(tmp_path: Path) -> None:
+    target = tmp_path / "x.mp4"
+    partial = VideoWriter.partial_path_for(target)
+    with pytest.raises(SviError, match=r"nothing to resume: .*x\.partial\.mp4 not found$"):
+        VideoWriter.resume(target, expected_frames=0)
+    write_video(target, smooth_clip(0))
+    with pytest.raises(SviError, match=r"not found \(.*x\.mp4 exists: that run finished\)"):
+        VideoWriter.resume(target, expected_frames=5)
+    not_ours = "not a partial video written by svi"
+    target.rename(partial)  # a finished file has the same layout: resumable
+    VideoWriter.resume(target, expected_frames=5).abort()
+    partial.write_bytes(np.random.default_rng(3).bytes(4096))
+    with pytest.raises(SviError, match=not_ours):
+        VideoWriter.resume(target, expected_frames=0)
+    encode_with_pyav(partial, reference(1), "libx264", "yuv420p")  # plain MP4
+    with pytest.raises(SviError, match=not_ours):
+        VideoWriter.resume(target, expected_frames=0)
+    partial.unlink()
+    partial.mkdir()
+    with pytest.raises(SviError, match="is not a regular file"):
+        VideoWriter.resume(target, expected_frames=0)
+    with pytest.raises(SviError, match="output must end in one of"):
+        VideoWriter.resume(tmp_path / "x.webm", expected_frames=0)
+
+
+def test_resume_takes_the_settings_of_the_interrupted_run(tmp_path: Path) -> None:
+    target = tmp_path / "slow.mp4"
+    writer = VideoWriter(target, fps=8, crf=23, pix_fmt="yuv444p")
+    writer.write(smooth_clip(0))
+    writer.abort()
+    for wrong, message in [
+        ({"fps": 16}, "fps=16: the interrupted run used fps=8"),
+        ({"crf": 18}, "crf=18: the interrupted run used crf=23"),
+        ({"pix_fmt": "yuv420p"}, "pix_fmt='yuv420p': the interrupted run used pix_fmt=yuv444p"),
+    ]:
+        with pytest.raises(SviError, match=message):
+            VideoWriter.resume(target, expected_frames=5, **wrong)  # type: ignore[arg-type]
+    writer = VideoWriter.resume(target, expected_frames=5, fps=8.0, codec="libx264")
+    finish(writer, 2)
+    info = video_info(target)
+    assert (info["frames"], info["fps"]) == (10, 8.0)
+    assert psnr(read_video(target), reference(2)) > 35.0
+
+
+def test_discard_partial(tmp_path: Path) -> None:
+    target = tmp_path / "again.mp4"
+    crashed_run(target, 1)
+    with pytest.raises(SviError, match="move or delete it first"):
+        VideoWriter(target)
+    assert VideoWriter.discard_partial(target) is True
+    assert not VideoWriter.partial_path_for(target).exists()
+    assert VideoWriter.discard_partial(target) is False
+    write_video(target, smooth_clip(0))
+    assert read_video(target).shape == (CLIP_FRAMES, 32, 32, 3)
+
+
+def test_sigkill_mid_run_then_resume(
+    tmp_path: Path, uninterrupted: tuple[bytes, np.ndarray]
+) -> None:
+    """Kill a writing process at a random point, then finish its video from the record."""
+    target = tmp_path / "killed.mp4"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_video_io import smooth_clip
+        from svi.video_io import VideoWriter
+        writer = VideoWriter({str(target)!r})
+        for k in range(10_000):  # writes until killed
+            writer.write(smooth_clip(k % 5))
+            print(writer.frames_written, flush=True)  # the caller's record
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        recorded = [int(child.stdout.readline()) for _ in range(2)]
+        os.kill(child.pid, signal.SIGKILL)  # while it writes clip 3 or later
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    assert recorded == [5, 10]
+    assert not target.exists()
+    writer = VideoWriter.resume(target, expected_frames=recorded[-1])
+    assert writer.frames_written == 10
+    finish(writer)
+    assert_same_as_uninterrupted(target, uninterrupted)
+
+
 # --------------------------------------------------------------------------- readers
 
 
@@ -375,7 +637,7 @@ def test_truncated_video_gives_the_complete_clips(tmp_path: Path) -> None:
     video = read_video(cut)
     assert video.shape == (2 * CLIP_FRAMES, 32, 32, 3)
     assert psnr(video, reference(2)) > 35.0
-    cut.write_bytes(data[: sizes[0] - 100])
+    cut.write_bytes(data[: sizes[0] - 200])  # inside clip 1's frames, before its record
     with pytest.raises(SviError, match=r"cut\.mp4"):
         read_video(cut)
 

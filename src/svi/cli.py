@@ -100,6 +100,46 @@ def train(
     typer.echo(f"model written to {final}")
 
 
+@app.command()
+def generate(
+    out: Path = typer.Option(Path("svi.mp4"), help="Output mp4 (written as it grows)."),
+    model: str | None = typer.Option(None, help="Preset name, world model dir or Wan folder."),
+    preset: str | None = typer.Option(None, help="Preset of a Wan folder (default: detected)."),
+    lora: list[Path] = typer.Option([], help="LoRA file (any key form); repeatable."),
+    lora_scale: list[float] = typer.Option([], help="Strength per --lora (default 1.0)."),
+    no_lora: bool = typer.Option(False, help="Do not load the embedded model's default LoRA."),
+    image: Path | None = typer.Option(None, help="Start image (any picture; fitted to size)."),
+    prompt: str | None = typer.Option(None, help="One prompt for every clip."),
+    prompts: Path | None = typer.Option(None, help="Prompt stream file: one prompt per clip."),
+    first_prompt_only: bool = typer.Option(False, help="Use only the stream's first prompt."),
+    clips: int | None = typer.Option(None, help="Number of clips (0 = until Ctrl-C)."),
+    seconds: float | None = typer.Option(None, help="Length in seconds."),
+    frames: int | None = typer.Option(None, help="Length in frames."),
+    forever: bool = typer.Option(False, help="Run until interrupted; Ctrl-C finalises."),
+    motion_frames: int | None = typer.Option(None, help="Frames carried to the next clip."),
+    padding: str | None = typer.Option(None, help="anchor | zeros | last."),
+    handoff: str = typer.Option("pixel", help="pixel (SVI 1.0) | latent (SVI 2.0 Pro)."),
+    steps: int | None = typer.Option(None, help="Sampler steps per clip."),
+    cfg: float | None = typer.Option(None, help="Text guidance scale."),
+    negative_prompt: str | None = typer.Option(None, help="Negative prompt for CFG."),
+    seed: int = typer.Option(0, help="Base seed; clip k uses seed + k * 7919."),
+    fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),
+    world_kind: str = typer.Option("consistent", help="World scene kind of the default start."),
+    world_seed: int | None = typer.Option(None, help="World scene seed of the default start."),
+    clips_dir: Path | None = typer.Option(None, help="Also write every clip as its own mp4."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run of the same command."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Generate a long video clip by clip (no arguments: a 32 s world video)."""
+    args = dict(locals())
+    from svi.session import GenerateRequest, run_generate
+
+    manifest = run_generate(GenerateRequest(**args))
+    typer.echo(f"{out}: {manifest['frames_written']} frames, {len(manifest['clips'])} clips, "
+               f"{manifest['status']}")  # fmt: skip
+
+
 def _preset_names() -> list[str]:
     try:
         from svi.models.presets import PRESETS

@@ -232,3 +232,19 @@ def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: Trai
     final = save_world_model(out / "final", model, bundle.preset, info)
     log.info("exported %s", final)
     return final
+
+
+def checkpoint_model(ckpt: Path, use_ema: bool = True) -> ModelBundle:
+    """A world-model bundle with the (EMA) weights of a base-training checkpoint."""
+    from svi.models.bundle import world_text_encoder
+
+    loaded = load_checkpoint(ckpt)
+    config = loaded["state"]["config"]
+    preset = get_preset(config["preset"])
+    if config.get("lora_rank"):
+        raise SviError(f"{ckpt} is a LoRA checkpoint; load its base model and the LoRA instead")
+    model = build_world_transformer(preset)
+    weights = loaded["ema"] if use_ema and loaded["ema"] is not None else loaded["model"]
+    model.load_state_dict(weights)
+    model.eval().requires_grad_(False)
+    return ModelBundle(preset, model, PixelCodec(), world_text_encoder(preset), str(ckpt))

@@ -27,6 +27,15 @@ While writing, data goes to a sibling ``<stem>.partial<suffix>`` file
 partial file is kept (it is a valid video of the finished clips) and the target is not
 created.
 
+Resuming: each clip's fragments are followed by a small ``free`` box (ignored by players)
+holding a *clip record*: clip number, frame counts, next fragment sequence number, the
+clip's byte length and CRC-32. The first clip is preceded by a ``free`` box with the
+writer settings and frame size. :meth:`VideoWriter.resume` reopens the partial file of an
+interrupted run, keeps everything up to the last clip record that checks out (a clip
+without its record was cut off by the crash and is dropped), optionally cuts back to the
+frame count the caller recorded, and continues appending.
+:meth:`VideoWriter.discard_partial` deletes a leftover partial file instead.
+
 Frame sizes: the first frame fixes the size; later frames of another size raise
 :class:`~svi.errors.SviError`. Chroma-subsampled pixel formats (``yuv420p``, the
 default, and ``yuv422p``) need even sizes: odd sizes raise ``SviError`` rather than being
@@ -62,7 +71,9 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +103,13 @@ _MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+skip_trailer"
 _MIN_TIMESCALE = 10_000
 _SUBSAMPLED_FORMATS = ("yuv420", "yuv422", "nv12", "nv21", "yuvj420", "yuvj422")
 _FFMPEG_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError,)
+_HEAD_MAGIC = b"svi-head"
+_CLIP_MAGIC = b"svi-clip"
+_HEAD_FORMAT = 1
+# magic, clip number (1-based), frames in the clip, frames up to and including it,
+# sequence number of the next fragment, byte length of the clip's fragments, their CRC-32
+_CLIP_RECORD = struct.Struct(">8sIIQIQI")
+_READ_CHUNK = 1 << 20
 _PIL_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
@@ -180,6 +198,183 @@ def _split_fragmented_mp4(
     return bytes(init), moov, bytes(fragments), count
 
 
+def _free_box(payload: bytes) -> bytes:
+    """A top-level ``free`` box (skipped by every MP4 reader) carrying ``payload``."""
+    return struct.pack(">I4s", 8 + len(payload), b"free") + payload
+
+
+def _moov_core(moov: bytes) -> bytes:
+    """A ``moov`` box without its ``udta`` (which only names the muxer and its version)."""
+    return b"".join(
+        moov[pos : pos + size] for kind, pos, size in _iter_boxes(moov, 8, len(moov))
+        if kind != b"udta"
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _ClipEnd:
+    """Where the file may end: after ``clips`` complete clips holding ``frames`` frames."""
+
+    offset: int
+    frames: int
+    clips: int
+    next_sequence: int
+    data_start: int = 0
+    data_length: int = 0
+    crc: int = 0
+
+
+_EMPTY = _ClipEnd(offset=0, frames=0, clips=0, next_sequence=1)
+
+
+@dataclass
+class _Scan:
+    """What :func:`_scan_partial` found: settings, stream header and the clip ends."""
+
+    settings: dict[str, Any] | None
+    moov: bytes | None
+    ends: list[_ClipEnd]
+    size: int
+
+
+class _NotOurs(Exception):
+    """The partial file was not written by :class:`VideoWriter` (carries the reason)."""
+
+
+def _box_at(file: io.FileIO, pos: int, end: int) -> tuple[bytes, int] | None:
+    """``(type, size)`` of the top-level box at ``pos``; None if it runs past ``end``.
+
+    Also None for a box header too short to read. A box of size 0 ("up to the end of the
+    file"), which this writer never writes, counts as malformed: ``(type, 0)``.
+    """
+    file.seek(pos)
+    head = file.read(min(16, end - pos))
+    if len(head) < 8:
+        return None
+    size, kind = struct.unpack_from(">I4s", head)
+    header = 8
+    if size == 1:
+        if len(head) < 16:
+            return None
+        (size,) = struct.unpack_from(">Q", head, 8)
+        header = 16
+    if size < header:
+        return kind, 0
+    if pos + size > end:
+        return None
+    return kind, size
+
+
+def _read_at(file: io.FileIO, pos: int, size: int) -> bytes:
+    file.seek(pos)
+    data = bytearray()
+    while len(data) < size:
+        chunk = file.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _crc_of(file: io.FileIO, start: int, size: int) -> int:
+    crc = 0
+    file.seek(start)
+    left = size
+    while left > 0:
+        chunk = file.read(min(_READ_CHUNK, left))
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    return crc
+
+
+def _scan_header(file: io.FileIO, end: int) -> tuple[dict[str, Any] | None, bytes | None, int]:
+    """Check ``ftyp``, ``moov`` and the settings box; return ``(settings, moov, end)``.
+
+    Settings and moov are None when the file stops inside them (a crash during the first
+    write): then nothing in it is usable. Raises _NotOurs for any other layout.
+    """
+    pos = 0
+    moov = b""
+    settings: dict[str, Any] | None = None
+    for expected in (b"ftyp", b"moov", b"free"):
+        box = _box_at(file, pos, end)
+        if box is None:
+            return None, None, 0
+        kind, size = box
+        if kind != expected or size == 0:
+            raise _NotOurs(f"found a {kind!r} box where a {expected!r} box was expected")
+        if kind == b"moov":
+            moov = _read_at(file, pos, size)
+            try:
+                _moov_core(moov)
+            except _Mp4LayoutError as exc:
+                raise _NotOurs(f"its moov box is malformed ({exc})") from exc
+        elif kind == b"free":
+            payload = _read_at(file, pos + 8, size - 8)
+            if not payload.startswith(_HEAD_MAGIC):
+                raise _NotOurs("it has no svi settings box")
+            try:
+                settings = json.loads(payload[len(_HEAD_MAGIC) :])
+            except ValueError as exc:
+                raise _NotOurs(f"its settings box is unreadable ({exc})") from exc
+            if not isinstance(settings, dict) or settings.get("format") != _HEAD_FORMAT:
+                raise _NotOurs("its settings box has an unknown format")
+        pos += size
+    return settings, moov, pos
+
+
+def _scan_partial(file: io.FileIO) -> _Scan:
+    """Find every point at which the partial file ends right after a complete clip.
+
+    Walks the top-level boxes (reading only their headers, plus the clip records):
+    ``moof``/``mdat`` pairs belong to the clip in progress, and a clip record that agrees
+    with what precedes it (clip number, frame total, fragment count, byte length) closes
+    it. The walk stops at the first box that is cut off or out of place; whatever follows
+    the last good record is a clip the crash interrupted. The last clip's CRC-32 is
+    verified too (earlier clips were fsynced before the next one was started).
+    """
+    end = os.fstat(file.fileno()).st_size
+    ends = [_EMPTY]
+    if end == 0:
+        return _Scan(None, None, ends, 0)
+    settings, moov, pos = _scan_header(file, end)
+    if settings is None:
+        return _Scan(None, None, ends, end)
+    clip_start, moofs = pos, 0
+    while (box := _box_at(file, pos, end)) is not None:
+        kind, size = box
+        if size == 0:
+            break
+        if kind in (b"moof", b"mdat"):
+            moofs += kind == b"moof"
+        elif kind == b"free" and size == 8 + _CLIP_RECORD.size:
+            record = _CLIP_RECORD.unpack(_read_at(file, pos + 8, _CLIP_RECORD.size))
+            magic, clip, frames, total, next_sequence, length, crc = record
+            last = ends[-1]
+            if not (
+                magic == _CLIP_MAGIC
+                and clip == last.clips + 1
+                and frames > 0
+                and total == last.frames + frames
+                and moofs > 0
+                and next_sequence == last.next_sequence + moofs
+                and length == pos - clip_start
+            ):
+                break
+            ends.append(_ClipEnd(pos + size, total, clip, next_sequence, clip_start, length, crc))
+            clip_start, moofs = pos + size, 0
+        else:
+            break
+        pos += size
+    last = ends[-1]
+    if last.clips and _crc_of(file, last.data_start, last.data_length) != last.crc:
+        log.warning("clip %d of the partial video is damaged (CRC mismatch)", last.clips)
+        ends.pop()
+    return _Scan(settings, moov, ends, end)
+
+
 def _as_fps(fps: float | Fraction) -> Fraction:
     """Validate a frame rate and turn it into an exact fraction (e.g. 29.97 -> 2997/100)."""
     if isinstance(fps, bool) or not isinstance(fps, int | float | Fraction):
@@ -250,7 +445,8 @@ class VideoWriter:
     Raises:
         SviError: bad arguments, the output directory is missing or not writable, the
             target is a directory, or a ``.partial`` file of an earlier, interrupted run
-            is in the way (it is never overwritten: move it away or delete it).
+            is in the way (it is never overwritten: continue it with :meth:`resume`, or
+            move it away or delete it, e.g. with :meth:`discard_partial`).
     """
 
     def __init__(
@@ -261,6 +457,144 @@ class VideoWriter:
         codec: str = "libx264",
         pix_fmt: str = "yuv420p",
     ) -> None:
+        self._configure(path, fps, crf, codec, pix_fmt)
+        self._file = _create_partial(self._path, self._partial)
+
+    @classmethod
+    def resume(
+        cls,
+        path: PathLike,
+        *,
+        expected_frames: int,
+        fps: float | Fraction | None = None,
+        crf: int | None = None,
+        codec: str | None = None,
+        pix_fmt: str | None = None,
+    ) -> VideoWriter:
+        """Continue the partial file an interrupted writer for ``path`` left behind.
+
+        Everything after the last complete clip (a clip the crash cut off) is truncated
+        away. The remaining clips must hold exactly ``expected_frames`` frames (what the
+        caller recorded as finished); if the file holds more whole clips (a crash after a
+        write but before the caller recorded it), it is cut back to ``expected_frames``,
+        which must then fall at the end of a clip. ``expected_frames=0`` starts the file
+        over. The returned writer appends to the same file as if it had never stopped.
+
+        ``fps``, ``crf``, ``codec`` and ``pix_fmt`` default to the interrupted run's
+        settings; given ones must match them.
+
+        Raises:
+            SviError: the partial file is missing, unreadable or not written by this
+                class, holds a different number of frames than expected (or
+                ``expected_frames`` is not at the end of a clip), the settings differ, or
+                this FFmpeg encodes a stream header different from the file's. The file
+                is not changed then.
+        """
+        if (
+            isinstance(expected_frames, bool)
+            or not isinstance(expected_frames, int)
+            or expected_frames < 0
+        ):
+            raise SviError(f"expected_frames must be an integer >= 0, got {expected_frames!r}")
+        target = Path(path)
+        _check_target(target)
+        partial = cls.partial_path_for(target)
+        file = _open_partial(target, partial)
+        try:
+            given = {"fps": fps, "crf": crf, "codec": codec, "pix_fmt": pix_fmt}
+            return cls._resume_from(file, target, partial, expected_frames, given)
+        except BaseException:
+            file.close()
+            raise
+
+    @classmethod
+    def _resume_from(
+        cls,
+        file: io.FileIO,
+        target: Path,
+        partial: Path,
+        expected_frames: int,
+        given: dict[str, Any],
+    ) -> VideoWriter:
+        try:
+            scan = _scan_partial(file)
+        except _NotOurs as exc:
+            raise SviError(
+                f"{partial}: cannot resume: not a partial video written by svi ({exc}); "
+                "delete it to start over"
+            ) from exc
+        except OSError as exc:
+            raise SviError(f"{partial}: cannot read it to resume: {exc}") from exc
+        stop = _pick_end(scan.ends, expected_frames, partial)
+        settings = _resume_settings(scan.settings if stop.clips else None, given, partial)
+        writer = cls.__new__(cls)
+        writer._configure(target, settings["fps"], settings["crf"], settings["codec"],
+                          settings["pix_fmt"])  # fmt: skip
+        writer._file = file
+        if stop.clips:
+            assert scan.moov is not None
+            writer._restore(stop, (settings["height"], settings["width"]), scan.moov)
+        try:
+            if scan.size > stop.offset:
+                os.ftruncate(file.fileno(), stop.offset)
+                os.fsync(file.fileno())
+            file.seek(stop.offset)
+        except OSError as exc:
+            raise SviError(f"{partial}: cannot truncate it to resume: {exc}") from exc
+        if scan.size > stop.offset:
+            log.warning(
+                "%s: dropped %d bytes after frame %d (clips the interrupted run did not "
+                "finish or the caller did not record)",
+                partial,
+                scan.size - stop.offset,
+                stop.frames,
+            )
+        log.info("resuming %s after %d frames (%d clips)", partial, stop.frames, stop.clips)
+        return writer
+
+    def _restore(self, stop: _ClipEnd, size: tuple[int, int], file_moov: bytes) -> None:
+        """Take up the state after ``stop``; check this encoder matches the file's header."""
+        height, width = size
+        probe, _, _ = self._encode_clip(iter([np.zeros((height, width, 3), np.uint8)]))
+        try:
+            _, moov, _, _ = _split_fragmented_mp4(probe, 1, 0)
+        except _Mp4LayoutError as exc:
+            raise RuntimeError(f"{self._path}: unexpected MP4 layout from FFmpeg: {exc}") from exc
+        if _moov_core(moov) != _moov_core(file_moov):
+            raise SviError(
+                f"{self._partial}: cannot resume: {self._codec} here encodes a different "
+                "stream header than the interrupted run did (another FFmpeg/PyAV version?); "
+                "start over"
+            )
+        self._moov = moov
+        self._size = size
+        self._frames = stop.frames
+        self._clips = stop.clips
+        self._fragments = stop.next_sequence - 1
+        self._committed = stop.offset
+
+    @staticmethod
+    def discard_partial(path: PathLike) -> bool:
+        """Delete the partial file an interrupted writer for ``path`` left behind.
+
+        Returns whether there was one. Raises SviError if it cannot be deleted.
+        """
+        partial = VideoWriter.partial_path_for(path)
+        if partial.is_dir() and not partial.is_symlink():
+            raise SviError(f"{partial} is a directory, not a partial video; remove it yourself")
+        try:
+            partial.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise SviError(f"cannot delete {partial}: {exc}") from exc
+        log.info("deleted the partial video %s of an earlier run", partial)
+        return True
+
+    def _configure(
+        self, path: PathLike, fps: float | Fraction, crf: int, codec: str, pix_fmt: str
+    ) -> None:
+        """Validate the settings and set up an empty writer state (no file yet)."""
         self._path = Path(path)
         self._partial = self.partial_path_for(self._path)
         self._fps = _as_fps(fps)
@@ -272,8 +606,9 @@ class VideoWriter:
         self._moov: bytes | None = None
         self._frames = 0
         self._fragments = 0
+        self._clips = 0
+        self._committed = 0
         self._closed = False
-        self._file = _create_partial(self._path, self._partial)
 
     @staticmethod
     def partial_path_for(path: PathLike) -> Path:
@@ -295,6 +630,14 @@ class VideoWriter:
     def frames_written(self) -> int:
         """Number of frames safely on disk (complete clips only)."""
         return self._frames
+
+    @property
+    def bytes_committed(self) -> int:
+        """Size in bytes of the partial file's complete part (the clips written so far).
+
+        Callers may record it with :attr:`frames_written` after each write.
+        """
+        return self._committed
 
     @property
     def closed(self) -> bool:
@@ -397,6 +740,12 @@ class VideoWriter:
                 f"{self._pix_fmt} needs even width and height (resize, crop or use yuv444p)"
             )
         options = {"crf": str(self._crf)}
+        if self._codec == "libx264":
+            # Sliced threads run in parallel like x264's default frame threads, but their
+            # output does not depend on thread timing: the same frames and settings give
+            # the same bytes on a machine (frame threads under load do not), so e.g. a
+            # resumed video is identical to one written without interruption.
+            options["x264-params"] = "sliced-threads=1"
         if self._codec == "libx265":
             options["x265-params"] = "log-level=error"
         stream = container.add_stream(self._codec, rate=self._fps, options=options)
@@ -428,20 +777,47 @@ class VideoWriter:
             raise RuntimeError(f"{self._path}: unexpected MP4 layout from FFmpeg: {exc}") from exc
         if self._moov is not None and moov != self._moov:
             raise RuntimeError(f"{self._path}: encoder settings changed between clips")
-        self._write_durably(fragments if self._moov is not None else init + fragments)
+        head = [] if self._moov is not None else [init, self._settings_box(size)]
+        record = _CLIP_RECORD.pack(
+            _CLIP_MAGIC,
+            self._clips + 1,
+            count,
+            self._frames + count,
+            self._fragments + n_fragments + 1,
+            len(fragments),
+            zlib.crc32(fragments),
+        )
+        self._write_durably(*head, fragments, _free_box(record))
         self._moov = moov
         self._size = size
         self._frames += count
         self._fragments += n_fragments
+        self._clips += 1
+        self._committed = self._file.tell()
         log.debug("%s: +%d frames (total %d)", self._partial, count, self._frames)
 
-    def _write_durably(self, data: bytes) -> None:
-        """Append ``data`` and fsync; on failure cut the file back to its previous end."""
+    def _settings_box(self, size: tuple[int, int]) -> bytes:
+        """The ``free`` box after the init segment: what :meth:`resume` needs to know."""
+        settings = {
+            "format": _HEAD_FORMAT,
+            "fps": f"{self._fps.numerator}/{self._fps.denominator}",
+            "crf": self._crf,
+            "codec": self._codec,
+            "pix_fmt": self._pix_fmt,
+            "height": size[0],
+            "width": size[1],
+        }
+        text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+        return _free_box(_HEAD_MAGIC + text.encode())
+
+    def _write_durably(self, *chunks: bytes) -> None:
+        """Append ``chunks`` and fsync; on failure cut the file back to its previous end."""
         good_end = self._file.tell()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[self._file.write(view) :]
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[self._file.write(view) :]
             os.fsync(self._file.fileno())
         except OSError as exc:
             self._roll_back(good_end)
@@ -481,8 +857,8 @@ def _check_pix_fmt(pix_fmt: str) -> str:
     return pix_fmt
 
 
-def _create_partial(target: Path, partial: Path) -> io.FileIO:
-    """Check the output location and create the (new, empty) partial file."""
+def _check_target(target: Path) -> None:
+    """Check the output location: suffix, existing writable directory, not a directory."""
     if target.suffix.lower() not in OUTPUT_SUFFIXES:
         raise SviError(f"{target}: output must end in one of {sorted(OUTPUT_SUFFIXES)}")
     parent = target.parent
@@ -494,14 +870,90 @@ def _create_partial(target: Path, partial: Path) -> io.FileIO:
         raise SviError(f"{target}: output path is a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SviError(f"{target}: output directory {parent} is not writable")
+
+
+def _create_partial(target: Path, partial: Path) -> io.FileIO:
+    """Check the output location and create the (new, empty) partial file."""
+    _check_target(target)
     try:
         return io.FileIO(partial, "xb")  # unbuffered: write() goes straight to the OS
     except FileExistsError as exc:
         raise SviError(
-            f"{target}: {partial} exists (left by an interrupted run?); move or delete it first"
+            f"{target}: {partial} exists (left by an interrupted run?); resume it, or move "
+            "or delete it first"
         ) from exc
     except OSError as exc:
         raise SviError(f"{target}: cannot create {partial}: {exc}") from exc
+
+
+def _open_partial(target: Path, partial: Path) -> io.FileIO:
+    """Open the partial file of an interrupted run for reading and appending."""
+    if not partial.exists():
+        done = f" ({target} exists: that run finished)" if target.is_file() else ""
+        raise SviError(f"{target}: nothing to resume: {partial} not found{done}")
+    if not partial.is_file():
+        raise SviError(f"{target}: cannot resume: {partial} is not a regular file")
+    try:
+        return io.FileIO(partial, "r+")  # unbuffered, like a new partial file
+    except OSError as exc:
+        raise SviError(f"{target}: cannot open {partial} to resume: {exc}") from exc
+
+
+def _pick_end(ends: list[_ClipEnd], expected_frames: int, partial: Path) -> _ClipEnd:
+    """The clip end holding exactly ``expected_frames`` frames; else SviError."""
+    for end in ends:
+        if end.frames == expected_frames:
+            return end
+    have = ends[-1]
+    if expected_frames > have.frames:
+        raise SviError(
+            f"{partial}: cannot resume: its complete clips hold {have.frames} frames "
+            f"({have.clips} clips) but {expected_frames} were recorded as written; it lost "
+            "data or belongs to another run, so start over"
+        )
+    below = max(end.frames for end in ends if end.frames < expected_frames)
+    above = min(end.frames for end in ends if end.frames > expected_frames)
+    raise SviError(
+        f"{partial}: cannot resume after frame {expected_frames}: no clip ends there (the "
+        f"nearest clip ends are after frames {below} and {above})"
+    )
+
+
+_RESUME_DEFAULTS: dict[str, Any] = {"fps": 16, "crf": 18, "codec": "libx264",
+                                    "pix_fmt": "yuv420p"}  # fmt: skip
+
+
+def _resume_settings(
+    stored: dict[str, Any] | None, given: dict[str, Any], partial: Path
+) -> dict[str, Any]:
+    """Writer settings for a resumed run: the file's, which given ones must equal.
+
+    Without stored settings (the file is started over) the given ones or the defaults.
+    """
+    if stored is None:
+        return {key: _RESUME_DEFAULTS[key] if value is None else value
+                for key, value in given.items()}  # fmt: skip
+    try:
+        settings = {
+            "fps": _as_fps(Fraction(stored["fps"])),
+            "crf": _check_crf(stored["crf"]),
+            "codec": str(stored["codec"]),
+            "pix_fmt": str(stored["pix_fmt"]),
+            "height": int(stored["height"]),
+            "width": int(stored["width"]),
+        }
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, SviError) as exc:
+        raise SviError(f"{partial}: cannot resume: its settings box is damaged ({exc})") from exc
+    for key, value in given.items():
+        if value is None:
+            continue
+        same = _as_fps(value) == settings[key] if key == "fps" else value == settings[key]
+        if not same:
+            raise SviError(
+                f"{partial}: cannot resume with {key}={value!r}: the interrupted run used "
+                f"{key}={settings[key]!s}; resume with its settings or start over"
+            )
+    return settings
 
 
 def write_video(

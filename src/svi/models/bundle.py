@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MODEL_FILE = "svi_model.json"
+DEFAULT_LORA = "svi_lora.safetensors"  # ERFT LoRA shipped next to an embedded model
 
 
 @dataclass
@@ -37,6 +38,12 @@ class ModelBundle:
     transformer_2: torch.nn.Module | None = None
     boundary: float | None = None
     info: dict[str, Any] | None = None
+
+    @property
+    def default_lora(self) -> Path | None:
+        """The SVI LoRA shipped with an embedded world model, if any."""
+        path = Path(self.source) / DEFAULT_LORA
+        return path if self.preset.family == "world" and path.is_file() else None
 
     @property
     def experts(self) -> Experts:

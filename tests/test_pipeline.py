@@ -1,0 +1,131 @@
+"""The clip loop: frame counts, seeds, prompts, hand-offs, length rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from svi.errors import SviError
+from svi.pipeline import GenerationConfig, SVIPipeline, clip_seed, clips_for_length, rollout
+from svi.starts import fit_image, world_start
+from world_fixtures import build_tiny_world_model
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory: pytest.TempPathFactory) -> SVIPipeline:
+    return SVIPipeline.from_pretrained(build_tiny_world_model(tmp_path_factory.mktemp("m") / "m"))
+
+
+@pytest.fixture(scope="module")
+def start(pipe: SVIPipeline) -> np.ndarray:
+    return world_start(pipe.bundle.preset)[0]
+
+
+@pytest.mark.parametrize("handoff", ["pixel", "latent"])
+@pytest.mark.parametrize(("n", "m"), [(1, 2), (4, 2), (3, 1), (2, 4)])
+def test_exact_frame_count(pipe, start, handoff: str, n: int, m: int) -> None:
+    video, clips = rollout(pipe, start, ["a red disc"], GenerationConfig(
+        clips=n, motion_frames=m, handoff=handoff))  # fmt: skip
+    f = pipe.bundle.preset.num_frames
+    assert video.shape == (n * (f - m) + m, 32, 32, 3)
+    assert video.dtype == np.uint8
+    assert [c.index for c in clips] == list(range(n))
+
+
+def test_stitching_keeps_regenerated_frames(pipe, start) -> None:
+    video, clips = rollout(pipe, start, ["x"], GenerationConfig(clips=3, motion_frames=2))
+    f, m = pipe.bundle.preset.num_frames, 2
+    expected = np.concatenate([c.frames[: f - m] for c in clips] + [clips[-1].frames[f - m :]])
+    assert np.array_equal(video, expected)
+
+
+def test_pixel_handoff_carries_decoded_frames(pipe, start) -> None:
+    _, clips = rollout(pipe, start, ["x"], GenerationConfig(clips=2, motion_frames=2))
+    assert np.array_equal(clips[0].carry.frames, clips[0].frames[-2:])
+    assert clips[0].carry.latents is None
+    _, lat = rollout(pipe, start, ["x"], GenerationConfig(clips=2, motion_frames=2,
+                                                          handoff="latent"))  # fmt: skip
+    assert lat[0].carry.latents is not None and lat[0].carry.latents.shape[2] == 2
+
+
+def test_seeds_differ_per_clip_and_are_reproducible(pipe, start) -> None:
+    cfg = GenerationConfig(clips=3, seed=5)
+    a, clips = rollout(pipe, start, ["x"], cfg)
+    b, _ = rollout(pipe, start, ["x"], cfg)
+    assert np.array_equal(a, b)
+    assert [c.seed for c in clips] == [clip_seed(cfg, k) for k in range(3)]
+    assert len({c.seed for c in clips}) == 3
+    c, _ = rollout(pipe, start, ["x"], GenerationConfig(clips=3, seed=6))
+    assert not np.array_equal(a, c)
+
+
+def test_prompt_per_clip_and_first_only(pipe, start) -> None:
+    stream = ["p0", "p1", "p2"]
+    _, clips = rollout(pipe, start, stream, GenerationConfig(clips=5))
+    assert [c.prompt for c in clips] == ["p0", "p1", "p2", "p2", "p2"]
+    _, first = rollout(pipe, start, stream, GenerationConfig(clips=3, first_prompt_only=True))
+    assert [c.prompt for c in first] == ["p0"] * 3
+
+
+def test_text_embeddings_are_cached_per_prompt(pipe, start) -> None:
+    enc = pipe.bundle.text_encoder
+    rollout(pipe, start, ["cached prompt"], GenerationConfig(clips=3))
+    before = enc.cache_info()
+    rollout(pipe, start, ["cached prompt"], GenerationConfig(clips=3))
+    assert enc.cache_info().misses == before.misses
+
+
+def test_bad_settings(pipe, start) -> None:
+    with pytest.raises(SviError, match="hand-off"):
+        next(pipe.generate(start, ["x"], GenerationConfig(handoff="wormhole")))
+    with pytest.raises(SviError, match="motion-frames"):
+        next(pipe.generate(start, ["x"], GenerationConfig(motion_frames=5)))
+    with pytest.raises(SviError, match="prompt"):
+        next(pipe.generate(start, [], GenerationConfig()))
+
+
+def test_clips_for_length() -> None:
+    kw = dict(fps=8, num_frames=5, carried=2, n_prompts=1, default_seconds=32.0)
+    assert clips_for_length(clips=7, seconds=None, frames=None, forever=False, **kw) == 7
+    assert clips_for_length(clips=None, seconds=None, frames=None, forever=True, **kw) == 0
+    # 32 s at 8 fps = 256 frames = N*3 + 2 -> N = 85 (ceil)
+    assert clips_for_length(clips=None, seconds=None, frames=None, forever=False, **kw) == 85
+    assert clips_for_length(clips=None, seconds=None, frames=11, forever=False, **kw) == 3
+    assert clips_for_length(clips=None, seconds=None, frames=None, forever=False,
+                            **{**kw, "n_prompts": 4}) == 4  # fmt: skip
+    with pytest.raises(SviError, match="only one"):
+        clips_for_length(clips=1, seconds=2.0, frames=None, forever=False, **kw)
+    with pytest.raises(SviError, match="positive"):
+        clips_for_length(clips=None, seconds=-1.0, frames=None, forever=False, **kw)
+
+
+def test_fit_image_crops_and_resizes() -> None:
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[:, 20:80] = 255  # the centre square survives the crop
+    out = fit_image(img, 32, 32)
+    assert out.shape == (32, 32, 3)
+    assert out.mean() > 240
+
+
+def test_lora_merge_changes_output(pipe, start, tmp_path: Path) -> None:
+    from svi.lora import save_lora
+
+    sd = {}
+    for name, module in pipe.bundle.transformer.named_modules():
+        if name.endswith("attn1.to_q"):
+            out_f, in_f = module.weight.shape
+            sd[f"transformer.{name}.lora_A.weight"] = torch.randn(2, in_f)
+            sd[f"transformer.{name}.lora_B.weight"] = torch.randn(out_f, 2)
+    path = save_lora(tmp_path / "l.safetensors", sd, form="wan", metadata={"base": "test"})
+    bundle = copy.copy(pipe.bundle)
+    bundle.transformer = copy.deepcopy(pipe.bundle.transformer)
+    fresh = SVIPipeline(bundle)
+    before, _ = rollout(pipe, start, ["x"], GenerationConfig(clips=1))
+    entry = fresh.load_lora(path, 0.5)
+    after, _ = rollout(fresh, start, ["x"], GenerationConfig(clips=1))
+    assert entry["modules"] == 1 and len(entry["sha256"]) > 8
+    assert not np.array_equal(before, after)

@@ -34,10 +34,22 @@ app = typer.Typer(
 _state = {"verbose": False}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (robust to redirection)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool) -> None:
-    """Route library logging to stderr; INFO by default, DEBUG with ``--verbose``."""
-    level = logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    """Route library logging to stderr: warnings by default, everything with ``--verbose``."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("svi")
     root.handlers[:] = [handler]

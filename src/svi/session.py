@@ -4,13 +4,14 @@ Next to ``OUT.mp4`` the session keeps (written atomically after every clip):
 
 - ``OUT.svi.json``: the manifest - inputs (prompts, start image hash, model, LoRA
   hashes, settings), per-clip prompt/seed/timing, frames written, status;
-- ``OUT.svi-state.safetensors``: the hand-off of the last finished clip (carried
-  frames or latents) and its tail frames, so ``resume=True`` continues exactly.
+- ``OUT.svi-state/after-clip-K.safetensors``: the hand-off of finished clip K
+  (carried frames or latents) and its tail frames, so ``resume=True`` continues exactly.
 
-Order per clip: append frames to the video, then state, then manifest. A crash
-between the two leaves the video one clip ahead of the manifest; resuming cuts the
-video back to what the manifest vouches for, so the final file is frame-identical
-to an uninterrupted run.
+Order per clip: append the frames to the video, write the clip's state file, then
+the manifest (which makes the clip count), then delete the previous state file. A
+crash anywhere leaves the manifest naming a complete clip whose state exists; the
+video may be one clip ahead, and resuming cuts it back to what the manifest vouches
+for, so the final file is frame-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,8 +47,12 @@ def manifest_path(out: Path) -> Path:
     return out.with_suffix(".svi.json")
 
 
-def state_path(out: Path) -> Path:
-    return out.with_suffix(".svi-state.safetensors")
+def state_dir(out: Path) -> Path:
+    return out.with_suffix(".svi-state")
+
+
+def state_path(out: Path, clip: int) -> Path:
+    return state_dir(out) / f"after-clip-{clip:06d}.safetensors"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -58,11 +64,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _save_state(path: Path, carry: Carry, tail: np.ndarray, next_clip: int) -> None:
+def _save_state(path: Path, carry: Carry, tail: np.ndarray) -> None:
+    path.parent.mkdir(exist_ok=True)
     tensors = {
         "carry_frames": torch.from_numpy(np.ascontiguousarray(carry.frames)),
         "tail": torch.from_numpy(np.ascontiguousarray(tail)),
-        "next_clip": torch.tensor(next_clip),
     }
     if carry.latents is not None:
         tensors["carry_latents"] = carry.latents.contiguous()
@@ -72,13 +78,13 @@ def _save_state(path: Path, carry: Carry, tail: np.ndarray, next_clip: int) -> N
     os.replace(tmp, path)
 
 
-def _load_state(path: Path) -> tuple[Carry, np.ndarray, int]:
+def _load_state(path: Path) -> tuple[Carry, np.ndarray]:
     try:
         t = load_file(str(path))
     except FileNotFoundError:
         raise SviError(f"cannot resume: {path} is missing") from None
     carry = Carry(frames=t["carry_frames"].numpy(), latents=t.get("carry_latents"))
-    return carry, t["tail"].numpy(), int(t["next_clip"])
+    return carry, t["tail"].numpy()
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
@@ -130,7 +136,7 @@ def generate_to_file(
             for clip in clips:
                 writer.write(clip.new_frames)
                 tail = clip.tail
-                _save_state(state_path(out), clip.carry, tail, clip.index + 1)
+                _save_state(state_path(out, clip.index), clip.carry, tail)
                 manifest["clips"].append(
                     {
                         "index": clip.index,
@@ -141,6 +147,7 @@ def generate_to_file(
                 )
                 manifest["frames_written"] = writer.frames_written
                 _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+                state_path(out, clip.index - 1).unlink(missing_ok=True)
                 if clips_dir is not None:
                     write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
                 bar(len(clip.new_frames))
@@ -155,7 +162,7 @@ def generate_to_file(
     writer.close()
     manifest.update(status=status, frames_written=writer.frames_written, finished=time.time())
     _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
-    state_path(out).unlink(missing_ok=True)
+    shutil.rmtree(state_dir(out), ignore_errors=True)
     return manifest
 
 
@@ -175,8 +182,11 @@ def _open(out: Path, inputs: dict, fps: int, crf: int, resume: bool, overwrite: 
             raise SviError(f"{out} is already complete")
         if manifest.get("key") != inputs_key(inputs):
             raise SviError("--resume needs the same arguments as the interrupted run")
-        carry, tail, first = _load_state(state_path(out))
-        manifest["clips"] = manifest["clips"][:first]
+        first = len(manifest["clips"])
+        if first == 0:  # crashed inside the first clip: start over under the same manifest
+            VideoWriter.discard_partial(out)
+            return manifest, VideoWriter(out, fps=fps, crf=crf), None, None, 0
+        carry, tail = _load_state(state_path(out, first - 1))
         writer = VideoWriter.resume(out, expected_frames=manifest["frames_written"], fps=fps,
                                     crf=crf)  # fmt: skip
         log.info("resuming %s at clip %d (%d frames)", out, first, writer.frames_written)
@@ -185,12 +195,13 @@ def _open(out: Path, inputs: dict, fps: int, crf: int, resume: bool, overwrite: 
         raise SviError(f"{out} or an interrupted run of it exists; pass --resume or --overwrite")
     if overwrite:
         VideoWriter.discard_partial(out)
-        for stale in (mpath, state_path(out)):
-            stale.unlink(missing_ok=True)
+        mpath.unlink(missing_ok=True)
+        shutil.rmtree(state_dir(out), ignore_errors=True)
     writer = VideoWriter(out, fps=fps, crf=crf)
     manifest = {"version": MANIFEST_VERSION, "key": inputs_key(inputs), "inputs": inputs,
                 "status": "running", "started": time.time(), "clips": [],
                 "frames_written": 0}  # fmt: skip
+    _atomic_write(mpath, json.dumps(manifest, indent=1).encode())
     return manifest, writer, None, None, 0
 
 

@@ -30,7 +30,9 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     ch, cw = round(height / scale), round(width / scale)
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = Image.fromarray(image[top : top + ch, left : left + cw])
-    log.info("image %dx%d cropped to %dx%d and resized to %dx%d", w, h, cw, ch, width, height)
+    log.warning(
+        "note: image %dx%d cropped to %dx%d and resized to %dx%d", w, h, cw, ch, width, height
+    )
     return np.asarray(crop.resize((width, height), Image.Resampling.LANCZOS))
 
 

@@ -206,9 +206,10 @@ def _free_box(payload: bytes) -> bytes:
 def _moov_core(moov: bytes) -> bytes:
     """A ``moov`` box without its ``udta`` (which only names the muxer and its version)."""
     return b"".join(
-        moov[pos : pos + size] for kind, pos, size in _iter_boxes(moov, 8, len(moov))
+        moov[pos : pos + size]
+        for kind, pos, size in _iter_boxes(moov, 8, len(moov))
         if kind != b"udta"
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,8 @@ def _scan_header(file: io.FileIO, end: int) -> tuple[dict[str, Any] | None, byte
     """Check ``ftyp``, ``moov`` and the settings box; return ``(settings, moov, end)``.
 
     Settings and moov are None when the file stops inside them (a crash during the first
-    write): then nothing in it is usable. Raises _NotOurs for any other layout.
+    write): then nothing in it is usable. Raises _NotOurs for any other layout (a box cut
+    off by the end of the file must still start like the expected one).
     """
     pos = 0
     moov = b""
@@ -301,6 +303,12 @@ def _scan_header(file: io.FileIO, end: int) -> tuple[dict[str, Any] | None, byte
     for expected in (b"ftyp", b"moov", b"free"):
         box = _box_at(file, pos, end)
         if box is None:
+            head = _read_at(file, pos, min(16, end - pos))
+            payload = head[8:]  # the start of the settings box's payload, if it is one
+            if len(head) >= 8 and head[4:8] != expected:
+                raise _NotOurs(f"found a {head[4:8]!r} box where a {expected!r} box was expected")
+            if expected == b"free" and not _HEAD_MAGIC.startswith(payload):
+                raise _NotOurs("it has no svi settings box")
             return None, None, 0
         kind, size = box
         if kind != expected or size == 0:
@@ -526,10 +534,11 @@ class VideoWriter:
         except OSError as exc:
             raise SviError(f"{partial}: cannot read it to resume: {exc}") from exc
         stop = _pick_end(scan.ends, expected_frames, partial)
-        settings = _resume_settings(scan.settings if stop.clips else None, given, partial)
+        settings = _resume_settings(scan.settings, given, partial)
         writer = cls.__new__(cls)
-        writer._configure(target, settings["fps"], settings["crf"], settings["codec"],
-                          settings["pix_fmt"])  # fmt: skip
+        writer._configure(
+            target, settings["fps"], settings["crf"], settings["codec"], settings["pix_fmt"]
+        )
         writer._file = file
         if stop.clips:
             assert scan.moov is not None
@@ -740,12 +749,6 @@ class VideoWriter:
                 f"{self._pix_fmt} needs even width and height (resize, crop or use yuv444p)"
             )
         options = {"crf": str(self._crf)}
-        if self._codec == "libx264":
-            # Sliced threads run in parallel like x264's default frame threads, but their
-            # output does not depend on thread timing: the same frames and settings give
-            # the same bytes on a machine (frame threads under load do not), so e.g. a
-            # resumed video is identical to one written without interruption.
-            options["x264-params"] = "sliced-threads=1"
         if self._codec == "libx265":
             options["x265-params"] = "log-level=error"
         stream = container.add_stream(self._codec, rate=self._fps, options=options)
@@ -919,8 +922,7 @@ def _pick_end(ends: list[_ClipEnd], expected_frames: int, partial: Path) -> _Cli
     )
 
 
-_RESUME_DEFAULTS: dict[str, Any] = {"fps": 16, "crf": 18, "codec": "libx264",
-                                    "pix_fmt": "yuv420p"}  # fmt: skip
+_RESUME_DEFAULTS: dict[str, Any] = {"fps": 16, "crf": 18, "codec": "libx264", "pix_fmt": "yuv420p"}
 
 
 def _resume_settings(
@@ -928,11 +930,13 @@ def _resume_settings(
 ) -> dict[str, Any]:
     """Writer settings for a resumed run: the file's, which given ones must equal.
 
-    Without stored settings (the file is started over) the given ones or the defaults.
+    Without stored settings (the file was cut off before them) the given ones or the
+    defaults.
     """
     if stored is None:
-        return {key: _RESUME_DEFAULTS[key] if value is None else value
-                for key, value in given.items()}  # fmt: skip
+        return {
+            key: _RESUME_DEFAULTS[key] if value is None else value for key, value in given.items()
+        }
     try:
         settings = {
             "fps": _as_fps(Fraction(stored["fps"])),

@@ -3,7 +3,7 @@
 Contract (the one the Wan pipelines follow for umT5): ``encode(prompts)`` returns
 ``(B, max_length, dim)`` float32; row b holds the last hidden states of prompt b's real
 tokens (special tokens included), then zeros up to ``max_length``. Longer prompts are
-truncated to ``max_length`` tokens (with a warning). The empty prompt is allowed (the
+truncated to ``max_length`` tokens (logged at debug level). The empty prompt is allowed (the
 negative prompt often is ""); it yields the states of its special tokens only.
 
 Each distinct prompt is encoded once, on its own (no padding, so the states of a prompt
@@ -124,7 +124,7 @@ class _CachedEncoder:
     def _token_ids(self, tokenizer, text: str) -> dict[str, torch.Tensor]:
         full = tokenizer(text, add_special_tokens=True)["input_ids"]
         if len(full) > self.max_length:
-            logger.warning(
+            logger.debug(
                 "prompt of %d tokens truncated to %d: %.60r", len(full), self.max_length, text
             )
         return tokenizer(
@@ -166,9 +166,13 @@ def _line(exc: BaseException) -> str:
 
 
 def _offline() -> None:
-    # Local folders never need the Hub; make sure nothing tries it.
+    # Local folders never need the Hub; make sure nothing tries it. Loading is quick:
+    # no per-weight progress bar on our stderr.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 class MiniLMTextEncoder(_CachedEncoder):

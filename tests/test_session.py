@@ -1,0 +1,161 @@
+"""svi generate end to end: files, manifest, resume after a crash, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svi import session
+from svi.cli import main
+from svi.errors import SviError
+from svi.session import GenerateRequest, manifest_path, run_generate, state_dir
+from svi.video_io import VideoWriter, read_video
+from world_fixtures import build_tiny_world_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_world_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _request(model: Path, out: Path, **kw) -> GenerateRequest:
+    return GenerateRequest(out=out, model=str(model), progress=False, **kw)
+
+
+def test_generate_writes_video_and_manifest(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.mp4"
+    manifest = run_generate(_request(model, out, clips=4, seed=3))
+    frames = read_video(out)
+    assert frames.shape == (4 * 3 + 2, 32, 32, 3)
+    assert manifest["status"] == "complete" and manifest["frames_written"] == 14
+    saved = json.loads(manifest_path(out).read_text())
+    assert [c["index"] for c in saved["clips"]] == [0, 1, 2, 3]
+    assert [c["seed"] for c in saved["clips"]] == [3 + 7919 * k for k in range(4)]
+    assert not state_dir(out).exists()
+    assert not VideoWriter.partial_path_for(out).exists()
+
+
+def test_refuses_to_clobber_and_overwrites_on_request(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.mp4"
+    run_generate(_request(model, out, clips=1))
+    with pytest.raises(SviError, match="--resume or --overwrite"):
+        run_generate(_request(model, out, clips=1))
+    run_generate(_request(model, out, clips=2, overwrite=True))
+    assert len(read_video(out)) == 2 * 3 + 2
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, clips: int) -> None:
+    """Make the manifest write of clip ``clips`` fail: the video is one clip ahead."""
+    real = session._atomic_write
+    calls = {"n": 0}
+
+    def flaky(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == clips + 1:  # call 1 is the initial manifest
+            raise RuntimeError("simulated crash")
+        real(path, data)
+
+    monkeypatch.setattr(session, "_atomic_write", flaky)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 4])
+def test_resume_after_crash_is_frame_identical(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    ref = tmp_path / "ref.mp4"
+    run_generate(_request(model, ref, clips=5, seed=1))
+    out = tmp_path / "out.mp4"
+    with monkeypatch.context() as m:
+        _crash_after(m, crash_at)
+        with pytest.raises(RuntimeError, match="simulated"):
+            run_generate(_request(model, out, clips=5, seed=1))
+    assert not out.exists()
+    manifest = run_generate(_request(model, out, clips=5, seed=1, resume=True))
+    assert manifest["status"] == "complete"
+    assert np.array_equal(read_video(out), read_video(ref))
+
+
+def test_resume_after_kill_9(model: Path, tmp_path: Path) -> None:
+    ref = tmp_path / "ref.mp4"
+    args = ["generate", "--model", str(model), "--clips", "8", "--seed", "2", "--no-progress"]
+    assert main([*args, "--out", str(ref)]) == 0
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "svi.cli", *args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        mpath = manifest_path(out)
+        if mpath.exists() and len(json.loads(mpath.read_text()).get("clips", [])) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if out.exists():  # the child finished before the kill landed: nothing to resume
+        pytest.skip("generation finished before it could be killed")
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert np.array_equal(read_video(out), read_video(ref))
+
+
+def test_resume_refuses_other_arguments(model: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "o.mp4"
+    with monkeypatch.context() as m:
+        _crash_after(m, 2)
+        with pytest.raises(RuntimeError):
+            run_generate(_request(model, out, clips=4))
+    with pytest.raises(SviError, match="same arguments"):
+        run_generate(_request(model, out, clips=4, seed=9, resume=True))
+    with pytest.raises(SviError, match="nothing to resume"):
+        run_generate(_request(model, tmp_path / "none.mp4", clips=4, resume=True))
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    return err[0]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(model: Path, tmp_path: Path, capsys) -> None:
+    base = ["generate", "--model", str(model), "--clips", "1", "--no-progress"]
+    out = ["--out", str(tmp_path / "x.mp4")]
+    assert "does not exist" in _cli_error(
+        capsys, [*base, *out, "--image", str(tmp_path / "no.png")]
+    )
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    assert "junk.png" in _cli_error(capsys, [*base, *out, "--image", str(junk), "--prompt", "a"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n")
+    assert "empty.txt" in _cli_error(capsys, [*base, *out, "--prompts", str(empty)])
+    assert "does not exist" in _cli_error(
+        capsys, [*base, "--out", str(tmp_path / "missing" / "x.mp4")]
+    )
+    assert "same arguments" not in _cli_error(
+        capsys, [*base, *out, "--clips", "2", "--frames", "3"]
+    )
+    assert not list(tmp_path.glob("x*"))
+
+
+def test_lora_for_another_model_is_an_error(model: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    from svi.lora import save_lora
+
+    sd = {
+        "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 999),
+        "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(999, 2),
+    }
+    path = save_lora(tmp_path / "other.safetensors", sd, form="diffusers")
+    out = tmp_path / "y.mp4"
+    line = _cli_error(capsys, ["generate", "--model", str(model), "--clips", "1", "--no-progress",
+                               "--out", str(out), "--lora", str(path)])  # fmt: skip
+    assert "other.safetensors" in line or "to_q" in line
+    assert not out.exists() and not VideoWriter.partial_path_for(out).exists()

@@ -27,7 +27,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _request(model: Path, out: Path, **kw) -> GenerateRequest:
-    return GenerateRequest(out=out, model=str(model), progress=False, **kw)
+    return GenerateRequest(out=out, model=str(model), progress=False, lossless=True, **kw)
 
 
 def test_generate_writes_video_and_manifest(model: Path, tmp_path: Path) -> None:
@@ -81,11 +81,15 @@ def test_resume_after_crash_is_frame_identical(
     manifest = run_generate(_request(model, out, clips=5, seed=1, resume=True))
     assert manifest["status"] == "complete"
     assert np.array_equal(read_video(out), read_video(ref))
+    ref_manifest = json.loads(manifest_path(ref).read_text())
+    hashes = [c["frames_sha256"] for c in manifest["clips"]]
+    assert hashes == [c["frames_sha256"] for c in ref_manifest["clips"]]
 
 
 def test_resume_after_kill_9(model: Path, tmp_path: Path) -> None:
     ref = tmp_path / "ref.mp4"
-    args = ["generate", "--model", str(model), "--clips", "8", "--seed", "2", "--no-progress"]
+    args = ["generate", "--model", str(model), "--clips", "8", "--seed", "2", "--no-progress",
+            "--lossless"]  # fmt: skip
     assert main([*args, "--out", str(ref)]) == 0
     out = tmp_path / "out.mp4"
     cmd = [sys.executable, "-m", "svi.cli", *args, "--out", str(out)]

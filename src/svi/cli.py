@@ -139,6 +139,7 @@ def generate(
     world_kind: str = typer.Option("consistent", help="World scene kind of the default start."),
     world_seed: int | None = typer.Option(None, help="World scene seed of the default start."),
     clips_dir: Path | None = typer.Option(None, help="Also write every clip as its own mp4."),
+    lossless: bool = typer.Option(False, help="Lossless video (crf 0, yuv444p): exact frames."),
     resume: bool = typer.Option(False, help="Continue an interrupted run of the same command."),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),
     progress: bool = typer.Option(True, help="Show progress bars."),

@@ -92,6 +92,10 @@ def inputs_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def describe_inputs(
     pipe: SVIPipeline, start: np.ndarray, prompts: list[str], config: GenerationConfig, fps: int
 ) -> dict[str, Any]:
@@ -99,7 +103,7 @@ def describe_inputs(
         "model": pipe.bundle.source,
         "preset": pipe.bundle.preset.name,
         "loras": pipe.loras,
-        "start_frames_sha256": hashlib.sha256(np.ascontiguousarray(start).tobytes()).hexdigest(),
+        "start_frames_sha256": _sha256(start),
         "start_shape": list(start.shape),
         "prompts": prompts,
         "config": config.to_dict(),
@@ -116,6 +120,7 @@ def generate_to_file(
     *,
     fps: int | None = None,
     crf: int = 18,
+    lossless: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     clips_dir: Path | None = None,
@@ -125,7 +130,8 @@ def generate_to_file(
     out = Path(out)
     fps = fps or pipe.bundle.preset.fps
     inputs = describe_inputs(pipe, start, prompts, config, fps)
-    manifest, writer, carry, tail, first = _open(out, inputs, fps, crf, resume, overwrite)
+    video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
+    manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite)
     if clips_dir is not None:
         clips_dir.mkdir(parents=True, exist_ok=True)
     status = "interrupted"
@@ -143,6 +149,7 @@ def generate_to_file(
                         "prompt": clip.prompt,
                         "seed": clip.seed,
                         "seconds": round(clip.seconds, 4),
+                        "frames_sha256": _sha256(clip.new_frames),
                     }
                 )
                 manifest["frames_written"] = writer.frames_written
@@ -166,7 +173,7 @@ def generate_to_file(
     return manifest
 
 
-def _open(out: Path, inputs: dict, fps: int, crf: int, resume: bool, overwrite: bool):
+def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
     """Writer + manifest for a fresh run, or restored ones for ``resume``."""
     if not out.parent.is_dir():
         raise SviError(f"output folder {out.parent} does not exist")
@@ -185,10 +192,9 @@ def _open(out: Path, inputs: dict, fps: int, crf: int, resume: bool, overwrite: 
         first = len(manifest["clips"])
         if first == 0:  # crashed inside the first clip: start over under the same manifest
             VideoWriter.discard_partial(out)
-            return manifest, VideoWriter(out, fps=fps, crf=crf), None, None, 0
+            return manifest, VideoWriter(out, **video), None, None, 0
         carry, tail = _load_state(state_path(out, first - 1))
-        writer = VideoWriter.resume(out, expected_frames=manifest["frames_written"], fps=fps,
-                                    crf=crf)  # fmt: skip
+        writer = VideoWriter.resume(out, expected_frames=manifest["frames_written"], **video)
         log.info("resuming %s at clip %d (%d frames)", out, first, writer.frames_written)
         return manifest, writer, carry, tail, first
     if (out.exists() or partial.exists() or mpath.exists()) and not overwrite:
@@ -197,7 +203,7 @@ def _open(out: Path, inputs: dict, fps: int, crf: int, resume: bool, overwrite: 
         VideoWriter.discard_partial(out)
         mpath.unlink(missing_ok=True)
         shutil.rmtree(state_dir(out), ignore_errors=True)
-    writer = VideoWriter(out, fps=fps, crf=crf)
+    writer = VideoWriter(out, **video)
     manifest = {"version": MANIFEST_VERSION, "key": inputs_key(inputs), "inputs": inputs,
                 "status": "running", "started": time.time(), "clips": [],
                 "frames_written": 0}  # fmt: skip
@@ -261,6 +267,7 @@ class GenerateRequest:
     world_kind: str = "consistent"
     world_seed: int | None = None
     clips_dir: Path | None = None
+    lossless: bool = False
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -315,6 +322,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     )  # fmt: skip
     config = replace(config, clips=n)
     return generate_to_file(
-        pipe, start, prompts, config, Path(req.out), fps=req.fps, resume=req.resume,
+        pipe, start, prompts, config, Path(req.out), fps=req.fps, lossless=req.lossless,
+        resume=req.resume,
         overwrite=req.overwrite, clips_dir=req.clips_dir, progress=req.progress,
     )  # fmt: skip

@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/svi generate --out $(DEMO_OUT)
+	mkdir -p $(dir $(DEMO_OUT))
+	$(BIN)/svi generate --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -153,6 +153,75 @@ def generate(
                f"{manifest['status']}")  # fmt: skip
 
 
+@app.command()
+def sample(
+    out: Path = typer.Option(Path("clip.mp4"), help="Output mp4 of one clip."),
+    image: Path | None = typer.Option(None, help="Start image (default: a world scene)."),
+    prompt: str | None = typer.Option(None, help="Prompt (default: the world scene's)."),
+    model: str | None = typer.Option(None, help="Preset name, world model dir or Wan folder."),
+    seed: int = typer.Option(0, help="Noise seed."),
+    steps: int | None = typer.Option(None, help="Sampler steps."),
+    cfg: float | None = typer.Option(None, help="Text guidance scale."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output."),
+) -> None:
+    """Generate ONE clip (the single-clip sampler of the base model, no chaining)."""
+    from svi.session import GenerateRequest, run_generate
+
+    request = GenerateRequest(out=out, image=image, prompt=prompt, model=model, seed=seed,
+                              steps=steps, cfg=cfg, clips=1, overwrite=overwrite, no_lora=True,
+                              progress=False)  # fmt: skip
+    manifest = run_generate(request)
+    typer.echo(f"{out}: {manifest['frames_written']} frames")
+
+
+bench_app = typer.Typer(help="Measurements: quality gates, learning curves, drift.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("first-clip")
+def bench_first_clip(
+    model: str | None = typer.Option(None, help="Preset name or model dir (default embedded)."),
+    scenes: int = typer.Option(64, help="Held-out validation scenes."),
+    split: str = typer.Option("val", help="val | test."),
+    kind: str = typer.Option("consistent", help="World kind."),
+    steps: int | None = typer.Option(None, help="Sampler steps."),
+    out: Path | None = typer.Option(None, help="Write the report as JSON here."),
+) -> None:
+    """The base-model gate: first clip on held-out scenes vs ground truth and copying."""
+    import json
+
+    from svi.bench.first_clip import evaluate_first_clip
+    from svi.models.bundle import load_bundle
+    from svi.world import split_seeds
+
+    report = evaluate_first_clip(load_bundle(model), split_seeds(split, scenes), kind=kind,
+                                 steps=steps).to_dict()  # fmt: skip
+    text = json.dumps(report, indent=1)
+    if out:
+        out.write_text(text, encoding="utf-8")
+    typer.echo(text)
+
+
+@bench_app.command("curve")
+def bench_curve(
+    run: Path = typer.Option(..., help="Training run folder (with checkpoints/ and log.jsonl)."),
+    scenes: int = typer.Option(32, help="Validation scenes per checkpoint."),
+    steps: int | None = typer.Option(None, help="Sampler steps."),
+    raw: bool = typer.Option(False, help="Evaluate raw weights instead of the EMA."),
+    out: Path = typer.Option(Path("docs/figures/learning_curve.png"), help="Plot path."),
+) -> None:
+    """Learning curve of a run: gate figures of every checkpoint vs training minutes."""
+    import json
+
+    from svi.bench.curves import learning_curve, plot_curve
+
+    rows = learning_curve(run, scenes=scenes, steps=steps, use_ema=not raw)
+    out.with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    plot_curve(rows, out, f"{run.name}: first clip on {scenes} validation scenes")
+    typer.echo(f"{len(rows)} checkpoints -> {out}")
+
+
 def _preset_names() -> list[str]:
     try:
         from svi.models.presets import PRESETS

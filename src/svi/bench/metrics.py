@@ -86,3 +86,34 @@ def motion_energy(frames: np.ndarray) -> float:
     if len(frames) < 2:
         return 0.0
     return float(np.abs(np.diff(_f(frames), axis=0)).mean() / 255.0)
+
+
+def robust_background_error(frames: np.ndarray, background: np.ndarray, masks: np.ndarray) -> float:
+    """Median |frame - true background| (0..1) off the true objects.
+
+    The median ignores a minority of pixels (objects that wandered elsewhere in a long
+    rollout), so it measures whether the background itself has drifted.
+    """
+    region = np.broadcast_to(background_region(masks)[..., None], frames.shape)
+    err = np.abs(_f(frames) - _f(background))[region]
+    return float(np.median(err) / 255.0) if err.size else float("nan")
+
+
+def object_survival(frames: np.ndarray, colours: np.ndarray, areas: np.ndarray) -> float:
+    """Share of objects whose colour still covers >= 30 % of their true area anywhere.
+
+    ``colours`` (K, 3) and ``areas`` (K,) describe the objects of the scene; position is
+    ignored because long rollouts legitimately diverge from the true trajectories.
+    """
+    if len(colours) == 0:
+        return float("nan")
+    dist = np.linalg.norm(_f(frames)[:, None] - _f(colours)[None, :, None, None], axis=-1)
+    count = (dist < COLOUR_TOLERANCE).sum(axis=(2, 3))  # (T, K)
+    return float((count >= PRESENCE_FRACTION * np.maximum(areas, 1)[None]).mean())
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Mean variance of the 4-neighbour Laplacian of the grey frames (0..1 scale)."""
+    g = _f(frames).mean(-1) / 255.0
+    lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+    return float(lap.var(axis=(1, 2)).mean())

@@ -72,8 +72,8 @@ class ErrorBank:
         return int(self.bin_sigmas.numel())
 
     def bin_of(self, sigma: Tensor | float) -> Tensor:
-        """Index of the nearest bin sigma, elementwise (long tensor)."""
-        s = torch.as_tensor(sigma, dtype=torch.float32)
+        """Index of the nearest bin sigma, elementwise (long CPU tensor; ``sigma`` on any device)."""
+        s = torch.as_tensor(sigma).detach().to("cpu", torch.float32)
         return (s.reshape(-1, 1) - self.bin_sigmas).abs().argmin(dim=1).reshape(s.shape)
 
     def _stored_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -104,7 +104,7 @@ class ErrorBank:
 
     # -- storing -------------------------------------------------------------------
     def _pack(self, error: Tensor) -> Tensor:
-        e = error.detach().float()
+        e = error.detach().to("cpu", torch.float32)  # banks live in CPU RAM
         if self.spatial_pool > 1:
             *lead, h, w = e.shape
             e = F.avg_pool2d(e.reshape(-1, 1, h, w), self.spatial_pool).reshape(
@@ -114,7 +114,8 @@ class ErrorBank:
 
     def _unpack(self, flat: Tensor) -> Tensor:
         assert self.shape is not None
-        e = flat.float().reshape(self._stored_shape(self.shape))
+        # copy=True: with float32 storage .float() would return a view of the bank
+        e = flat.to(torch.float32, copy=True).reshape(self._stored_shape(self.shape))
         if self.spatial_pool > 1:
             e = e.repeat_interleave(self.spatial_pool, -2).repeat_interleave(self.spatial_pool, -1)
         return e
@@ -146,14 +147,27 @@ class ErrorBank:
             return
         store = self._store[b]
         if self.replacement == "l2":
-            dist = torch.cdist(store.float()[None], flat.float()[None, None])[0, :, 0]
-            idx = int(dist.argmin())
+            idx = int(self._sq_dists(store[:n], flat).argmin())
         elif self.replacement == "random":
             idx = int(torch.randint(0, n, (), generator=self.generator))
         else:
             idx = int(self._next[b])
             self._next[b] = (idx + 1) % self.capacity
         store[idx] = flat
+
+    @staticmethod
+    def _sq_dists(store: Tensor, flat: Tensor, chunk_bytes: int = 1 << 26) -> Tensor:
+        """Squared L2 distances of ``flat`` to every row of ``store``, exact, in fp32 chunks.
+
+        Not ``torch.cdist``: beyond 25 rows it uses ``|a|^2 + |b|^2 - 2ab``, which cancels
+        catastrophically for near-identical errors (it picked the wrong neighbour in a
+        test), and it needs an fp32 copy of the whole bin (4 GB at Wan 480p, Z = 500).
+        """
+        q = flat.float()
+        rows = max(1, chunk_bytes // max(1, 4 * q.numel()))
+        return torch.cat(
+            [(store[i : i + rows].float() - q).pow(2).sum(1) for i in range(0, len(store), rows)]
+        )
 
     # -- sampling ------------------------------------------------------------------
     def sample(self, sigma: float | Tensor) -> Tensor | None:

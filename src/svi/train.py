@@ -225,11 +225,24 @@ def _restore(path: Path, named, opt, ema, gen, rng) -> int:
 
 
 def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: TrainConfig) -> Path:
-    """Write ``out/final``: EMA weights if any, in the loadable model-folder format."""
+    """Write ``out/final``: the EMA weights (if any) as a world model folder, or for a
+    LoRA run the LoRA alone, in diffusers form and in the original-Wan/ComfyUI form."""
     if ema is not None:
         ema.copy_to_params()
-    info: dict[str, Any] = {"training": config.to_dict(), "steps": config.steps}
-    final = save_world_model(out / "final", model, bundle.preset, info)
+    final = out / "final"
+    if config.lora_rank:
+        from svi.lora import lora_state_dict, save_lora
+
+        final.mkdir(parents=True, exist_ok=True)
+        meta = {"base_preset": bundle.preset.name, "base_model": bundle.source,
+                "rank": config.lora_rank, "alpha": config.lora_alpha or config.lora_rank,
+                "erft": config.erft is not None, "training": config.to_dict()}  # fmt: skip
+        sd = lora_state_dict(model)
+        save_lora(final / "svi_lora.safetensors", sd, form="diffusers", metadata=meta)
+        save_lora(final / "svi_lora_wan.safetensors", sd, form="wan", metadata=meta)
+    else:
+        info: dict[str, Any] = {"training": config.to_dict(), "steps": config.steps}
+        save_world_model(final, model, bundle.preset, info)
     log.info("exported %s", final)
     return final
 

@@ -72,7 +72,7 @@ class ErrorBank:
         return int(self.bin_sigmas.numel())
 
     def bin_of(self, sigma: Tensor | float) -> Tensor:
-        """Index of the nearest bin sigma, elementwise (long CPU tensor; ``sigma`` on any device)."""
+        """Index of the nearest bin sigma, elementwise (a long CPU tensor; any device in)."""
         s = torch.as_tensor(sigma).detach().to("cpu", torch.float32)
         return (s.reshape(-1, 1) - self.bin_sigmas).abs().argmin(dim=1).reshape(s.shape)
 
@@ -92,6 +92,7 @@ class ErrorBank:
         return numel * torch.empty((), dtype=self.storage_dtype).element_size()
 
     def _init_shape(self, shape: tuple[int, ...]) -> None:
+        self._stored_shape(shape)  # raises now, not at the first sample, if h, w % pool
         self.shape = shape
         if self.max_bytes is not None:
             fit = self.max_bytes // max(1, self.num_bins * self.entry_bytes())
@@ -140,7 +141,8 @@ class ErrorBank:
             if store.shape[0] <= n:  # grow geometrically, never past capacity
                 new = torch.empty(min(self.capacity, max(4, 2 * n)), flat.numel(),
                                   dtype=self.storage_dtype)  # fmt: skip
-                new[:n] = store[:n]
+                if n:  # an empty bin's store is a 1-d empty(0): nothing to copy
+                    new[:n] = store[:n]
                 self._store[b] = store = new
             store[n] = flat
             self._count[b] = n + 1

@@ -175,27 +175,40 @@ class ErrorInjector:
 
     # -- banking -------------------------------------------------------------------
     @torch.no_grad()
-    def bank_errors(
+    def errors(
         self, injection: Injection, x_t: Tensor, sigma: Tensor | float, v_pred: Tensor
-    ) -> tuple[int, int]:
-        """Bank the one-step errors of the samples with ``injection.bank`` set.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The errors to bank: ``(e_noise, e_video, sigma)`` of the samples marked ``bank``.
 
-        ``dv = v_pred - v*`` with ``v* = injection.target``; ``(1 - s) dv`` goes to the
-        noise bank and ``-s dv`` to the video bank, each in the bin of the sample's
-        ``s``. Returns how many errors went into (noise bank, video bank).
+        ``dv = v_pred - v*`` with ``v* = injection.target``: ``e_noise = (1 - s) dv`` and
+        ``e_video = -s dv`` (SVI_SPEC section 3, step 6). Rows are the kept samples only.
         """
         batch = x_t.shape[0]
         sig = _per_sample(sigma, batch)
         keep = injection.bank.to("cpu", torch.bool).reshape(-1)
         if keep.numel() != batch:
             raise ValueError(f"injection of batch {keep.numel()} for x_t of batch {batch}")
-        if not bool(keep.any()):
-            return 0, 0
-        e_noise, e_video = one_step_errors(x_t, sig.to(x_t.device), v_pred, injection.target)
         idx = keep.nonzero().flatten()
-        self.noise_bank.add(e_noise[idx.to(e_noise.device)], sig[idx])
-        self.video_bank.add(e_video[idx.to(e_video.device)], sig[idx])
-        n = int(idx.numel())
+        e_noise, e_video = one_step_errors(x_t, sig.to(x_t.device), v_pred, injection.target)
+        dev = idx.to(e_noise.device)
+        return e_noise[dev], e_video[dev], sig[idx]
+
+    @torch.no_grad()
+    def add(self, e_noise: Tensor, e_video: Tensor, sigma: Tensor) -> int:
+        """Bank errors (possibly gathered from every process) at their sigmas."""
+        if e_noise.shape[0] == 0:
+            return 0
+        self.noise_bank.add(e_noise, sigma)
+        self.video_bank.add(e_video, sigma)
+        return int(e_noise.shape[0])
+
+    def bank_errors(
+        self, injection: Injection, x_t: Tensor, sigma: Tensor | float, v_pred: Tensor
+    ) -> tuple[int, int]:
+        """Bank this process's errors (:meth:`errors` then :meth:`add`); returns the counts."""
+        if not bool(injection.bank.any()):
+            return 0, 0
+        n = self.add(*self.errors(injection, x_t, sigma, v_pred))
         return n, n
 
 

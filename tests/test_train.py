@@ -106,3 +106,58 @@ def test_recipe_loading_and_unknown_keys(tmp_path: Path) -> None:
 def test_shipped_recipes_parse() -> None:
     for recipe in Path(__file__).resolve().parents[1].glob("recipes/*.toml"):
         load_recipe(recipe)
+
+
+def _lora_config(erft: bool, init: str, **kw) -> TrainConfig:
+    from svi.config import ErftConfig
+
+    base = {**SMALL.__dict__, "init": init, "lora_rank": 4, "lora_alpha": 4, "ema_decay": None}
+    if erft:
+        base["erft"] = ErftConfig(num_bins=5, capacity=3, p_clean=0.2)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from world_fixtures import build_tiny_world_model
+
+    return build_tiny_world_model(tmp_path_factory.mktemp("base") / "m")
+
+
+def test_erft_lora_run_banks_errors_and_exports_both_forms(tiny_base: Path, tmp_path) -> None:
+    from svi.lora import apply_lora, read_lora_metadata
+    from svi.models.bundle import load_bundle
+
+    run = tmp_path / "erft"
+    final = train(_lora_config(True, str(tiny_base), steps=6, checkpoint_every=3), run,
+                  progress=False)  # fmt: skip
+    banks = [json.loads(line) for line in (run / "banks.jsonl").open()]
+    assert sum(banks[-1]["video"]["count"]) > 0 and sum(banks[-1]["noise"]["count"]) > 0
+    assert all(c <= 3 for c in banks[-1]["video"]["count"])  # capacity per bin
+    meta = read_lora_metadata(final / "svi_lora.safetensors")
+    assert meta["erft"] is True and meta["rank"] == 4
+    for name in ("svi_lora.safetensors", "svi_lora_wan.safetensors"):
+        report = apply_lora(load_bundle(str(tiny_base)).transformer, final / name)
+        assert report.n_modules == 10  # q, k, v, o of both attentions + 2 FFN linears, 1 block
+
+
+def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    cfg = _lora_config(True, str(tiny_base), steps=6, checkpoint_every=3)
+    train(cfg, full, progress=False)
+    train(TrainConfig(**{**cfg.__dict__, "steps": 3}), part, progress=False)
+    (part / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
+    train(cfg, part, resume=True, progress=False)
+    a = load_file(str(full / "final" / "svi_lora.safetensors"))
+    b = load_file(str(part / "final" / "svi_lora.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x)["loss"] for x in (r / "log.jsonl").open()] for r in (full, part)]
+    assert losses[0] == losses[1]
+    banks = [[json.loads(x) for x in (r / "banks.jsonl").open()][-1] for r in (full, part)]
+    for bank in ("noise", "video"):  # same entries; allocation slack ("bytes") may differ
+        assert {k: v for k, v in banks[0][bank].items() if k != "bytes"} == {
+            k: v for k, v in banks[1][bank].items() if k != "bytes"
+        }
+    ea = load_file(str(list_checkpoints(full)[-1] / "extra.safetensors"))
+    eb = load_file(str(list_checkpoints(part)[-1] / "extra.safetensors"))
+    assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)

@@ -102,6 +102,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
         from svi.lora import add_training_lora
 
         model.requires_grad_(False)
+        torch.manual_seed(config.seed)  # the LoRA's random A init
         add_training_lora(model, config.lora_rank, config.lora_alpha or config.lora_rank)
     named = {k: p for k, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(
@@ -116,9 +117,10 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     gen = torch.Generator().manual_seed(config.seed * 1000 + rank)  # noise, sigmas, coins
     rng = np.random.default_rng(config.seed * 1000 + rank)  # data position
     shift = config.shift or preset.shift
+    injector = _make_injector(config, preset.shift, gen)
     start = 0
     if resume and list_checkpoints(out):
-        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng)
+        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector)
         log.info("resumed from step %d", start)
     model, opt = accelerator.prepare(model, opt)
     velocity = Experts(model)
@@ -133,10 +135,18 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
             x0, y, text = prepare_batch(batch, bundle, config, gen)
             noise = torch.randn(x0.shape, generator=gen)
             sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift)
-            x_t = flow.interpolate(x0, noise, sigma)
-            target = flow.velocity_target(x0, noise)
+            if injector is None:  # clean flow matching
+                x_t, target = flow.interpolate(x0, noise, sigma), flow.velocity_target(x0, noise)
+            else:  # ERFT: errors in noise, latent and y; target eps~ - x0 (clean x0)
+                inj = injector.inject(x0, noise, y, sigma)
+                x_t, target, y = flow.interpolate(inj.x0_in, inj.noise, sigma), inj.target, inj.y
             v = velocity(x_t, sigma, y, text)
             loss = _loss(v, target, sigma, config)
+            if injector is not None:  # one-step errors -> replay memory (no extra forward)
+                errors = injector.errors(inj, x_t, sigma, v.detach())
+                if _share_errors(config, step, accelerator.num_processes):
+                    errors = _gather_errors(accelerator, errors)
+                injector.add(*errors)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(list(named.values()), config.optim.grad_clip)
             opt.step()
@@ -149,8 +159,10 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
             if done % config.log_every == 0 or done == config.steps:
                 _log(out, done, window, lr_at(step, config), t0, start)
                 window.clear()
+                if injector is not None:
+                    _log_banks(out, done, injector)
             if done % config.checkpoint_every == 0 or done == config.steps:
-                _checkpoint(out, done, config, named, opt, ema, gen, rng)
+                _checkpoint(out, done, config, named, opt, ema, gen, rng, injector)
     return _export(out, accelerator.unwrap_model(model), ema, bundle, config)
 
 
@@ -199,8 +211,69 @@ def _rng_state(gen: torch.Generator, rng: np.random.Generator) -> tuple[dict, di
     return {"torch_generator": gen.get_state()}, {"numpy_rng": rng.bit_generator.state}
 
 
-def _checkpoint(out, step, config, named, opt, ema, gen, rng) -> None:
+def _make_injector(config: TrainConfig, inference_shift: float, gen: torch.Generator):
+    """The ERFT error injector with its two banks, or None for clean training.
+
+    Banks are seeded alike on every process, so with shared errors they stay identical.
+    """
+    if config.erft is None:
+        return None
+    from svi.erft import ErrorInjector, make_banks
+
+    noise_bank, video_bank = make_banks(config.erft, inference_shift, seed=config.seed * 1000 + 7)
+    return ErrorInjector(config.erft, noise_bank, video_bank, gen)
+
+
+def _share_errors(config: TrainConfig, step: int, processes: int) -> bool:
+    """Whether this step's errors are all-gathered into every process's banks."""
+    erft = config.erft
+    if processes == 1 or erft is None or erft.share_errors == "never":
+        return False
+    if erft.share_errors == "always":
+        return True
+    if erft.share_errors == "warmup":
+        return step < erft.share_warmup_steps
+    raise SviError(f"unknown share_errors {erft.share_errors!r}; use warmup, always or never")
+
+
+def _gather_errors(accelerator: Accelerator, errors: tuple) -> tuple:
+    """All-gather (e_noise, e_video, sigma, keep) of every process, in rank order."""
+    e_noise, e_video, sigma, keep = errors
+    dev = accelerator.device
+    gathered = accelerator.gather(
+        (e_noise.to(dev), e_video.to(dev), sigma.to(dev), keep.to(dev, torch.float32))
+    )
+    e_noise, e_video, sigma, keep = (t.cpu() for t in gathered)
+    return e_noise, e_video, sigma, keep > 0.5
+
+
+def _log_banks(out: Path, step: int, injector) -> None:
+    """Bank fill and RMS error per bin (``banks.jsonl``; plotted by ``plot_banks``)."""
+    rec = {"step": step}
+    for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+        stats = bank.stats()
+        rec[name] = {
+            "sigma": [round(b.sigma, 4) for b in stats],
+            "count": [b.count for b in stats],
+            "rms": [round(b.mean_norm, 6) for b in stats],
+            "bytes": bank.nbytes,
+        }
+    with (out / "banks.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def _bank_tensors(injector) -> dict[str, torch.Tensor]:
+    if injector is None:
+        return {}
+    out = {}
+    for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+        out.update({f"bank.{name}.{k}": v for k, v in bank.state_dict().items()})
+    return out
+
+
+def _checkpoint(out, step, config, named, opt, ema, gen, rng, injector=None) -> None:
     tensors, json_state = _rng_state(gen, rng)
+    tensors.update(_bank_tensors(injector))
     save_checkpoint(
         out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
         ema=ema.state_dict() if ema else None, extra=tensors,
@@ -208,7 +281,7 @@ def _checkpoint(out, step, config, named, opt, ema, gen, rng) -> None:
     )  # fmt: skip
 
 
-def _restore(path: Path, named, opt, ema, gen, rng) -> int:
+def _restore(path: Path, named, opt, ema, gen, rng, injector=None) -> int:
     ck = load_checkpoint(path)
     missing = set(named) - set(ck["model"])
     if missing:
@@ -220,6 +293,12 @@ def _restore(path: Path, named, opt, ema, gen, rng) -> int:
     if ema is not None and ck["ema"] is not None:
         ema.load_state_dict(ck["ema"])
     gen.set_state(ck["extra"]["torch_generator"])
+    if injector is not None:
+        for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+            prefix = f"bank.{name}."
+            bank.load_state_dict(
+                {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}
+            )
     rng.bit_generator.state = ck["state"]["numpy_rng"]
     return int(ck["state"]["step"])
 

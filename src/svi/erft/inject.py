@@ -177,30 +177,31 @@ class ErrorInjector:
     @torch.no_grad()
     def errors(
         self, injection: Injection, x_t: Tensor, sigma: Tensor | float, v_pred: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The errors to bank: ``(e_noise, e_video, sigma)`` of the samples marked ``bank``.
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One-step errors of the whole batch: ``(e_noise, e_video, sigma, keep)``.
 
         ``dv = v_pred - v*`` with ``v* = injection.target``: ``e_noise = (1 - s) dv`` and
-        ``e_video = -s dv`` (SVI_SPEC section 3, step 6). Rows are the kept samples only.
+        ``e_video = -s dv`` (SVI_SPEC section 3, step 6); ``keep`` = ``injection.bank``.
+        Fixed shapes, so a multi-process loop can all-gather them before :meth:`add`.
         """
         batch = x_t.shape[0]
         sig = _per_sample(sigma, batch)
         keep = injection.bank.to("cpu", torch.bool).reshape(-1)
         if keep.numel() != batch:
             raise ValueError(f"injection of batch {keep.numel()} for x_t of batch {batch}")
-        idx = keep.nonzero().flatten()
         e_noise, e_video = one_step_errors(x_t, sig.to(x_t.device), v_pred, injection.target)
-        dev = idx.to(e_noise.device)
-        return e_noise[dev], e_video[dev], sig[idx]
+        return e_noise, e_video, sig, keep
 
     @torch.no_grad()
-    def add(self, e_noise: Tensor, e_video: Tensor, sigma: Tensor) -> int:
-        """Bank errors (possibly gathered from every process) at their sigmas."""
-        if e_noise.shape[0] == 0:
+    def add(self, e_noise: Tensor, e_video: Tensor, sigma: Tensor, keep: Tensor) -> int:
+        """Bank the rows with ``keep`` set at their sigmas; returns how many."""
+        idx = keep.to("cpu", torch.bool).reshape(-1).nonzero().flatten()
+        if idx.numel() == 0:
             return 0
-        self.noise_bank.add(e_noise, sigma)
-        self.video_bank.add(e_video, sigma)
-        return int(e_noise.shape[0])
+        sig = sigma.detach().to("cpu", torch.float32).reshape(-1)[idx]
+        self.noise_bank.add(e_noise[idx.to(e_noise.device)], sig)
+        self.video_bank.add(e_video[idx.to(e_video.device)], sig)
+        return int(idx.numel())
 
     def bank_errors(
         self, injection: Injection, x_t: Tensor, sigma: Tensor | float, v_pred: Tensor

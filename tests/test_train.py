@@ -161,3 +161,36 @@ def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path) -> Non
     ea = load_file(str(list_checkpoints(full)[-1] / "extra.safetensors"))
     eb = load_file(str(list_checkpoints(part)[-1] / "extra.safetensors"))
     assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_two_processes_share_errors_so_banks_agree(tiny_base: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo): with share_errors=always both banks match."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "mp.toml"
+    recipe.write_text(
+        f'init = "{tiny_base}"\nsteps = 4\nbatch_size = 2\nlora_rank = 4\nlora_alpha = 4\n'
+        "checkpoint_every = 4\nlog_every = 1\n"
+        '[erft]\nnum_bins = 5\ncapacity = 3\nshare_errors = "always"\n'
+        "[data]\npool_size = 4\nepisode_frames = 12\n",
+        encoding="utf-8",
+    )
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    run = tmp_path / "run"
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "svi.cli", "train", "--recipe", str(recipe),
+           "--out", str(run), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = list_checkpoints(run)[-1]
+    a = load_file(str(ckpt / "extra.safetensors"))
+    b = load_file(str(ckpt / "extra-rank1.safetensors"))
+    # same stored errors; the banks' sampling RNGs advance with each process's own coins
+    keys = [k for k in a if k.startswith("bank.") and not k.endswith("generator")]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    assert int(a["bank.video.count"].sum()) > 4  # errors of both processes were banked
+    assert not torch.equal(a["torch_generator"], b["torch_generator"])  # own data and noise

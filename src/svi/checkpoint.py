@@ -6,6 +6,7 @@
         optimizer.safetensors   AdamW moments, flattened as state.<param>.<name>
         extra.safetensors       anything else with tensors (RNG states, error banks)
         state.json              step, optimizer param groups, run config, metadata
+        extra-rank<r>.*         the per-process extras of ranks r > 0 (multi-process runs)
 
 A checkpoint directory appears under its final name only when complete (written to
 ``.tmp-*`` then renamed), so a crash never leaves a half checkpoint to resume from.
@@ -106,15 +107,32 @@ def list_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint directory: tensors dicts plus the parsed ``state.json``."""
+def save_rank_extra(
+    path: Path, rank: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]
+) -> None:
+    """Add process ``rank``'s own extras (RNG, data position, banks) to checkpoint ``path``."""
+    tmp = path / f".tmp-extra-rank{rank}.safetensors"
+    _save(tensors, tmp)
+    (path / f"extra-rank{rank}.json").write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, path / f"extra-rank{rank}.safetensors")
+
+
+def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
+    """Read a checkpoint directory: tensors dicts plus the parsed ``state.json``.
+
+    ``extra`` / ``extra_json`` are those of process ``rank``.
+    """
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        name = "extra" if rank == 0 else f"extra-rank{rank}"
         loaded = {
             "state": state,
             "model": load_file(str(path / "model.safetensors")),
             "optimizer": load_file(str(path / "optimizer.safetensors")),
-            "extra": load_file(str(path / "extra.safetensors")),
+            "extra": load_file(str(path / f"{name}.safetensors")),
+            "extra_json": state
+            if rank == 0
+            else json.loads((path / f"{name}.json").read_text(encoding="utf-8")),
             "ema": None,
         }
         if (path / "ema.safetensors").exists():

@@ -26,6 +26,7 @@ from svi.checkpoint import (
     load_checkpoint,
     optimizer_from_tensors,
     save_checkpoint,
+    save_rank_extra,
 )
 from svi.clips import ClipBatch, WorldClips
 from svi.conditioning import build_y
@@ -92,8 +93,10 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     """Train per ``config`` into ``out``; returns the exported model folder ``out/final``."""
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    rank = accelerator.process_index
-    _write_config(out, config, resume)
+    rank, main = accelerator.process_index, accelerator.is_main_process
+    if main:
+        _write_config(out, config, resume)
+    accelerator.wait_for_everyone()
     bundle = make_bundle(config)
     preset = bundle.preset
     model = bundle.transformer
@@ -120,7 +123,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     injector = _make_injector(config, preset.shift, gen)
     start = 0
     if resume and list_checkpoints(out):
-        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector)
+        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank)
         log.info("resumed from step %d", start)
     model, opt = accelerator.prepare(model, opt)
     velocity = Experts(model)
@@ -156,14 +159,19 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
             window.append(loss.item())
             bar.update(task, advance=1, loss=loss.item())
             done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
+            if main and (done % config.log_every == 0 or done == config.steps):
                 _log(out, done, window, lr_at(step, config), t0, start)
-                window.clear()
                 if injector is not None:
                     _log_banks(out, done, injector)
+            if done % config.log_every == 0:
+                window.clear()
             if done % config.checkpoint_every == 0 or done == config.steps:
-                _checkpoint(out, done, config, named, opt, ema, gen, rng, injector)
-    return _export(out, accelerator.unwrap_model(model), ema, bundle, config)
+                _checkpoint(accelerator, out, done, config, named, opt, ema, gen, rng, injector)
+    final = out / "final"
+    if main:
+        final = _export(out, accelerator.unwrap_model(model), ema, bundle, config)
+    accelerator.wait_for_everyone()
+    return final
 
 
 def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):
@@ -271,18 +279,25 @@ def _bank_tensors(injector) -> dict[str, torch.Tensor]:
     return out
 
 
-def _checkpoint(out, step, config, named, opt, ema, gen, rng, injector=None) -> None:
+def _checkpoint(accelerator, out, step, config, named, opt, ema, gen, rng, injector) -> None:
+    """The main process writes the checkpoint; every other rank then adds its own RNG,
+    data position and banks as ``extra-rank<r>.safetensors`` (+ json) to it."""
     tensors, json_state = _rng_state(gen, rng)
     tensors.update(_bank_tensors(injector))
-    save_checkpoint(
-        out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
-        ema=ema.state_dict() if ema else None, extra=tensors,
-        state={"config": config.to_dict(), **json_state}, keep_last=config.keep_last,
-    )  # fmt: skip
+    if accelerator.is_main_process:
+        save_checkpoint(
+            out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
+            ema=ema.state_dict() if ema else None, extra=tensors,
+            state={"config": config.to_dict(), **json_state}, keep_last=config.keep_last,
+        )  # fmt: skip
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        save_rank_extra(list_checkpoints(out)[-1], accelerator.process_index, tensors, json_state)
+    accelerator.wait_for_everyone()
 
 
-def _restore(path: Path, named, opt, ema, gen, rng, injector=None) -> int:
-    ck = load_checkpoint(path)
+def _restore(path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0) -> int:
+    ck = load_checkpoint(path, rank)
     missing = set(named) - set(ck["model"])
     if missing:
         raise SviError(f"checkpoint {path} lacks {sorted(missing)[0]} (different model?)")
@@ -293,13 +308,13 @@ def _restore(path: Path, named, opt, ema, gen, rng, injector=None) -> int:
     if ema is not None and ck["ema"] is not None:
         ema.load_state_dict(ck["ema"])
     gen.set_state(ck["extra"]["torch_generator"])
+    rng.bit_generator.state = ck["extra_json"]["numpy_rng"]
     if injector is not None:
         for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
             prefix = f"bank.{name}."
             bank.load_state_dict(
                 {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}
             )
-    rng.bit_generator.state = ck["state"]["numpy_rng"]
     return int(ck["state"]["step"])
 
 

@@ -275,46 +275,60 @@ def ours_config(naive, wan: dict, clips: int) -> GenerationConfig:
 
 
 def measure_wan(ours: SVIPipeline, naive, image: np.ndarray, wan: dict) -> dict:
-    """N clips of each, clip by clip interleaved (order alternating); median over repeats."""
+    """N clips per contender, clip by clip interleaved (rotating order); median over repeats.
+
+    Contenders: ``ours`` (default pixel hand-off), ``ours_latent`` (latent hand-off, no
+    re-encode of the carried frames) and ``naive`` (the diffusers loop).
+    """
     negative = ours.bundle.preset.negative_prompt
     text = ours.bundle.text_encoder
     config = ours_config(naive, wan, wan["clips"])
-    # warm-up: one clip each (first calls pay for kernel selection and lazy init)
-    next(ours.generate(image[None], [WAN_PROMPT], replace(config, clips=1)))
-    next(naive_loop(naive, image, WAN_PROMPT, negative, 1, wan))
-    totals: dict[str, list[float]] = {"ours": [], "naive": []}
-    clip_ratios, frames = [], {}
+    configs = {"ours": config, "ours_latent": replace(config, handoff="latent")}
+
+    def start(name: str) -> Iterator[np.ndarray]:
+        if name == "naive":
+            return naive_loop(naive, image, WAN_PROMPT, negative, wan["clips"], wan)
+        clips = ours.generate(image[None], [WAN_PROMPT], configs[name])
+        return (c.new_frames for c in clips)
+
+    names = ["ours", "ours_latent", "naive"]
+    for name in names:  # warm-up: first calls pay for kernel selection and lazy init
+        next(start(name))
+    totals: dict[str, list[float]] = {name: [] for name in names}
+    clip_ratios: dict[str, list[float]] = {"ours": [], "ours_latent": []}
+    frames: dict[str, int] = {}
     for r in range(wan["repeats"]):
-        text.clear_cache()  # each repeat is a fresh generation: the prompt is encoded once
-        gens = {
-            "ours": (c.new_frames for c in ours.generate(image[None], [WAN_PROMPT], config)),
-            "naive": naive_loop(naive, image, WAN_PROMPT, negative, wan["clips"], wan),
-        }
-        spent = {"ours": 0.0, "naive": 0.0}
-        counts = {"ours": 0, "naive": 0}
+        gens = {name: start(name) for name in names}
+        spent = dict.fromkeys(names, 0.0)
+        frames = dict.fromkeys(names, 0)
         for k in range(wan["clips"]):
-            order = ["ours", "naive"] if (r + k) % 2 == 0 else ["naive", "ours"]
+            shift = (r + k) % len(names)
             t = {}
-            for name in order:
+            for name in names[shift:] + names[:shift]:
+                if k == 0 and name != "naive":
+                    text.clear_cache()  # each generation encodes its prompt once
                 t[name], new = timed(lambda gen=gens[name]: next(gen))
-                counts[name] += len(new)
-            clip_ratios.append(t["ours"] / t["naive"])
-            for name in t:
+                frames[name] += len(new)
                 spent[name] += t[name]
-        for name in totals:
+            for name in clip_ratios:
+                clip_ratios[name].append(t[name] / t["naive"])
+        for name in names:
             totals[name].append(spent[name])
-        frames = counts
-    ratios = [o / n for o, n in zip(totals["ours"], totals["naive"], strict=True)]
+    ratios = {
+        name: [o / n for o, n in zip(totals[name], totals["naive"], strict=True)]
+        for name in clip_ratios
+    }
     return {
         "variant": WAN_VARIANT,
         **{k: wan[k] for k in ("size", "frames", "steps", "cfg", "clips", "repeats")},
         "shift": config.shift,
-        "frames_per_generation": frames,  # ours counts the last clip's tail separately
-        "ours_s_median": statistics.median(totals["ours"]),
-        "naive_s_median": statistics.median(totals["naive"]),
-        "ratio_median": statistics.median(ratios),
-        "ratios": ratios,
-        "clip_ratio_median": statistics.median(clip_ratios),
+        "frames_per_generation": frames,  # ours holds back the last clip's tail frames
+        "s_median": {name: statistics.median(v) for name, v in totals.items()},
+        "ratio_median": statistics.median(ratios["ours"]),
+        "ratios": ratios["ours"],
+        "latent_ratio_median": statistics.median(ratios["ours_latent"]),
+        "latent_ratios": ratios["ours_latent"],
+        "clip_ratio_median": {n: statistics.median(v) for n, v in clip_ratios.items()},
         "target": TARGETS["wan_loop"],
     }
 
@@ -324,13 +338,13 @@ def _dit_targets(transformers: list) -> list[tuple[Any, str]]:
 
 
 def profile_wan(ours: SVIPipeline, naive, image: np.ndarray, wan: dict) -> dict:
-    """Seconds per clip spent in each component, one instrumented generation of each."""
+    """Seconds per clip in each component: one instrumented generation per contender."""
     import svi.pipeline as svi_pipeline
 
     b = ours.bundle
     negative = b.preset.negative_prompt
     config = ours_config(naive, wan, wan["clips"])
-    b.text_encoder.clear_cache()
+    n = wan["clips"]
     ours_targets = {
         "text_encoder": [(b.text_encoder, "encode")],
         "vae_encode": [(b.codec.vae, "encode")],
@@ -338,8 +352,6 @@ def profile_wan(ours: SVIPipeline, naive, image: np.ndarray, wan: dict) -> dict:
         "dit": _dit_targets([b.transformer, b.transformer_2]),
         "sampler_call": [(svi_pipeline, "sample_latents")],
     }
-    with call_timers(ours_targets) as acc_ours:
-        total_ours, _ = timed(lambda: list(ours.generate(image[None], [WAN_PROMPT], config)))
     naive_targets = {
         "text_encoder": [(naive, "encode_prompt")],
         "vae_encode": [(naive.vae, "encode")],
@@ -351,14 +363,24 @@ def profile_wan(ours: SVIPipeline, naive, image: np.ndarray, wan: dict) -> dict:
             (naive.video_processor, "postprocess_video"),
         ],
     }
-    with call_timers(naive_targets) as acc_naive:
-        total_naive, _ = timed(
-            lambda: list(naive_loop(naive, image, WAN_PROMPT, negative, wan["clips"], wan))
-        )
-    n = wan["clips"]
-
-    def per_clip(acc: dict, total: float) -> dict:
-        out = {name: {"s_per_clip": s / n, "calls_per_clip": c / n} for name, (s, c) in acc.items()}
+    latent = replace(config, handoff="latent")
+    runs = {
+        "ours": (ours_targets, lambda: list(ours.generate(image[None], [WAN_PROMPT], config))),
+        "ours_latent": (
+            ours_targets,
+            lambda: list(ours.generate(image[None], [WAN_PROMPT], latent)),
+        ),
+        "naive": (
+            naive_targets,
+            lambda: list(naive_loop(naive, image, WAN_PROMPT, negative, n, wan)),
+        ),
+    }
+    profile = {}
+    for name, (targets, run) in runs.items():
+        b.text_encoder.clear_cache()
+        with call_timers(targets) as acc:
+            total, _ = timed(run)
+        out = {k: {"s_per_clip": s / n, "calls_per_clip": c / n} for k, (s, c) in acc.items()}
         if "sampler_call" in out:  # time in sample_latents beyond the DiT: CFG combine, Euler
             sampler = out.pop("sampler_call")["s_per_clip"]
             out["sampler_overhead"] = {
@@ -368,16 +390,15 @@ def profile_wan(ours: SVIPipeline, naive, image: np.ndarray, wan: dict) -> dict:
         counted = sum(v["s_per_clip"] for v in out.values())
         out["other"] = {"s_per_clip": total / n - counted, "calls_per_clip": None}
         out["total"] = {"s_per_clip": total / n, "calls_per_clip": None}
-        return out
-
-    return {"ours": per_clip(acc_ours, total_ours), "naive": per_clip(acc_naive, total_naive)}
+        profile[name] = out
+    return profile
 
 
 # ----------------------------------------------------------------------------- 3. memory
 
 
 def memory_child(model: Path, clips: int, steps: int, out_dir: Path) -> dict:
-    """One streaming generation of ``clips`` clips; peak RSS of this process at the end."""
+    """One streaming generation of ``clips`` clips; this process's RSS before/after and peak."""
     pipe = SVIPipeline.from_pretrained(model)
     start, prompts = world_start(pipe.bundle.preset)
     before = rss_mib()
@@ -394,6 +415,7 @@ def memory_child(model: Path, clips: int, steps: int, out_dir: Path) -> dict:
         "clips": clips,
         "frames_written": manifest["frames_written"],
         "rss_before_generation_mib": before,
+        "rss_after_generation_mib": rss_mib(),
         "peak_rss_mib": peak_rss_mib(),
     }
 
@@ -406,6 +428,7 @@ def measure_memory(model: Path, clip_counts: tuple[int, int], steps: int, tmp: P
         script = str(Path(__file__).resolve())
         cmd = [sys.executable, script, "--memory-child", str(clips), "--model", str(model)]
         cmd += ["--steps", str(steps), "--result", str(result)]
+        cmd += ["--threads", str(torch.get_num_threads())]
         wall, _ = timed(lambda cmd=cmd: subprocess.run(cmd, check=True))
         runs.append({**json.loads(result.read_text()), "wall_s": wall})
         log.info("memory: %d clips, peak RSS %.1f MiB", clips, runs[-1]["peak_rss_mib"])
@@ -414,9 +437,10 @@ def measure_memory(model: Path, clip_counts: tuple[int, int], steps: int, tmp: P
         "steps": steps,
         "runs": runs,
         "ratio": many["peak_rss_mib"] / few["peak_rss_mib"],
-        "growth_kib_per_clip": 1024
+        "peak_growth_kib_per_clip": 1024
         * (many["peak_rss_mib"] - few["peak_rss_mib"])
         / (many["clips"] - few["clips"]),
+        "rss_after_ratio": many["rss_after_generation_mib"] / few["rss_after_generation_mib"],
         "target": TARGETS["memory"],
     }
 
@@ -473,6 +497,8 @@ def markdown_table(results: dict) -> str:
     if "wan_loop" in results:
         r = results["wan_loop"]
         row(f"Wan {r['clips']} clips: ours / naive diffusers loop", r["ratio_median"], r["target"])
+        name = f"Wan {r['clips']} clips: ours, latent hand-off / naive loop"
+        row(name, r["latent_ratio_median"], r["target"])
     if "memory" in results:
         r = results["memory"]
         few, many = r["runs"]
@@ -485,13 +511,17 @@ def markdown_table(results: dict) -> str:
 
 
 def profile_table(profile: dict) -> str:
-    """Seconds per clip per component, ours next to the naive loop."""
-    names = list(dict.fromkeys([*profile["naive"], *profile["ours"]]))
+    """Seconds per clip per component (calls per clip), one column per contender."""
+    sides = list(profile)
+    names = list(dict.fromkeys(name for side in sides for name in profile[side]))
     names = [n for n in names if n not in ("other", "total")] + ["other", "total"]
-    rows = ["| component | ours s/clip (calls) | naive s/clip (calls) |", "|---|---|---|"]
+    rows = [
+        "| component | " + " | ".join(f"{side} s/clip (calls)" for side in sides) + " |",
+        "|---" * (len(sides) + 1) + "|",
+    ]
     for name in names:
         cells = []
-        for side in ("ours", "naive"):
+        for side in sides:
             entry = profile[side].get(name)
             if entry is None:
                 cells.append("-")
@@ -499,7 +529,7 @@ def profile_table(profile: dict) -> str:
                 cells.append(f"{entry['s_per_clip']:.3f}")
             else:
                 cells.append(f"{entry['s_per_clip']:.3f} ({entry['calls_per_clip']:g})")
-        rows.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -567,6 +597,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=None, help=f"JSON file ({DEFAULT_OUT})")
     parser.add_argument("--only", nargs="*", choices=["overhead", "wan_loop", "memory", "realtime"])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)"
+    )
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=2, help=argparse.SUPPRESS)
@@ -574,6 +607,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_libraries()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.memory_child is not None:
         with tempfile.TemporaryDirectory() as tmp:
             result = memory_child(args.model, args.memory_child, args.steps, Path(tmp))

@@ -222,6 +222,41 @@ def bench_curve(
     typer.echo(f"{len(rows)} checkpoints -> {out}")
 
 
+@bench_app.command("drift")
+def bench_drift(
+    model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
+    lora: list[str] = typer.Option([], help="LABEL=PATH[:SCALE] LoRA variant; repeatable."),
+    base: bool = typer.Option(True, help="Include the base model without LoRA."),
+    clips: int = typer.Option(50, help="Clips per rollout."),
+    scenes: int = typer.Option(8, help="Held-out scenes."),
+    split: str = typer.Option("val", help="val | test."),
+    kind: str = typer.Option("consistent", help="World kind."),
+    out: Path = typer.Option(Path("docs/figures/drift"), help="Output stem (.json, .png, .md)."),
+) -> None:
+    """Drift of long rollouts per clip: base model vs LoRA variants, on held-out scenes."""
+    import json
+
+    from svi.bench.drift import compare, markdown_table, plot_drift
+    from svi.world import split_seeds
+
+    variants: dict[str, tuple[str | None, float]] = {"base": (None, 1.0)} if base else {}
+    for item in lora:
+        label, sep, rest = item.partition("=")
+        if not sep:
+            raise SviError(f"--lora {item!r} must be LABEL=PATH[:SCALE]")
+        path, _, scale = rest.partition(":")
+        variants[label] = (path, float(scale) if scale else 1.0)
+    results = compare(model, variants, split_seeds(split, scenes), clips, kind=kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = [{"name": r.name, "summary": r.summary(), "curves": r.curves,
+                "last_per_scene": r.per_scene_last} for r in results]  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    plot_drift(results, out.with_suffix(".png"))
+    table = markdown_table(results)
+    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    typer.echo(table)
+
+
 def _preset_names() -> list[str]:
     try:
         from svi.models.presets import PRESETS

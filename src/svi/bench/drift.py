@@ -18,6 +18,7 @@ Curves are averaged over scenes; the report holds first clip, last clip and slop
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +114,9 @@ def drift_curves(
         for key in METRICS:
             per_clip[key].append([r[key] for r in rows])
         log.info("%s: scene %d/%d done", name, i + 1, len(seeds))
-    curves = {k: np.nanmean(np.asarray(v, float), axis=0).tolist() for k, v in per_clip.items()}
+    with warnings.catch_warnings():  # the seam of clip 1 is undefined (NaN) everywhere
+        warnings.simplefilter("ignore", RuntimeWarning)
+        curves = {k: np.nanmean(np.asarray(v, float), axis=0).tolist() for k, v in per_clip.items()}
     last = {k: [row[-1] for row in v] for k, v in per_clip.items()}
     return DriftCurves(name, clips, len(seeds), curves, last)
 
@@ -135,3 +138,32 @@ def plot_drift(results: list[DriftCurves], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def compare(
+    model: str | None,
+    variants: dict[str, tuple[str | None, float]],
+    seeds: list[int],
+    clips: int,
+    kind: str = "consistent",
+    config: GenerationConfig | None = None,
+) -> list[DriftCurves]:
+    """Drift curves of the base model with each LoRA variant (label -> (path, scale))."""
+    results = []
+    for label, (lora, scale) in variants.items():
+        pipe = SVIPipeline.from_pretrained(model)
+        if lora is not None:
+            pipe.load_lora(lora, scale)
+        results.append(drift_curves(pipe, seeds, clips, name=label, kind=kind, config=config))
+    return results
+
+
+def markdown_table(results: list[DriftCurves]) -> str:
+    """First clip -> last clip for every metric and variant."""
+    head = "| variant | " + " | ".join(m.replace("_", " ") for m in METRICS) + " |"
+    rows = [head, "|" + " --- |" * (len(METRICS) + 1)]
+    for r in results:
+        s = r.summary()
+        cells = [f"{s[m]['first']:.3f} -> {s[m]['last']:.3f}" for m in METRICS]
+        rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -10,6 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+
+# OpenMP threads that spin while waiting make two torch processes on a small machine
+# (training + generation, or two ranks) crawl; passive waiting costs little alone.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import typer
@@ -133,6 +137,9 @@ def generate(
     handoff: str = typer.Option("pixel", help="pixel (SVI 1.0) | latent (SVI 2.0 Pro)."),
     steps: int | None = typer.Option(None, help="Sampler steps per clip."),
     cfg: float | None = typer.Option(None, help="Text guidance scale."),
+    height: int | None = typer.Option(None, help="Clip height (Wan models; default preset)."),
+    width: int | None = typer.Option(None, help="Clip width (Wan models; default preset)."),
+    num_frames: int | None = typer.Option(None, help="Frames per clip, 4k+1 (Wan models)."),
     negative_prompt: str | None = typer.Option(None, help="Negative prompt for CFG."),
     seed: int = typer.Option(0, help="Base seed; clip k uses seed + k * 7919."),
     fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +90,21 @@ class SVIPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, model: str | Path | None = None, preset: str | None = None
+        cls, model: str | Path | None = None, preset: str | None = None, **clip: int
     ) -> SVIPipeline:
-        return cls(load_bundle(model, preset))
+        """Load by preset name, world model dir or Wan folder; ``clip`` overrides the
+        preset's clip geometry and sampler defaults (``height``, ``width``,
+        ``num_frames``, ``steps``) - e.g. a 480p Wan run at 33 frames."""
+        bundle = load_bundle(model, preset)
+        allowed = {"height", "width", "num_frames", "steps"}
+        if set(clip) - allowed:
+            raise SviError(f"unknown clip settings {sorted(set(clip) - allowed)}")
+        given = {k: v for k, v in clip.items() if v is not None}
+        if given and bundle.preset.family == "world" and set(given) - {"steps"}:
+            raise SviError("the world model's clip size is fixed by its training")
+        bundle.preset = replace(bundle.preset, **given)
+        bundle.codec.latent_frames(bundle.preset.num_frames)  # checks the F = 4k + 1 rule
+        return cls(bundle)
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
         """Merge a LoRA file (any known key form) into the DiT at strength ``scale``."""
@@ -152,8 +164,9 @@ class SVIPipeline:
             neg = b.text_encoder.encode([neg_prompt])
             y = self._conditioning(carry, anchor, config)
             noise = clip_noise((1, *b.latent_shape), clip_seed(config, k))
+            first_motion = to_signed(carry.frames[0])[None]  # CLIP input of Wan 2.1 only
             latents = sample_latents(
-                b.experts, noise, y, text, neg, steps=config.steps or p.steps,
+                b.experts_for(first_motion), noise, y, text, neg, steps=config.steps or p.steps,
                 shift=config.shift or p.shift, cfg=p.cfg if config.cfg is None else config.cfg,
                 on_step=on_step,
             )  # fmt: skip
@@ -171,6 +184,14 @@ class SVIPipeline:
     def _carry_latents(self, latents: torch.Tensor, m: int, config: GenerationConfig):
         return latents[:, :, -m:].clone() if config.handoff == "latent" else None
 
+    def _anchor_latent(self, anchor: torch.Tensor) -> torch.Tensor:
+        """The anchor's latent, encoded once per generation (latent hand-off)."""
+        cached = getattr(self, "_anchor_cache", None)
+        if cached is None or not torch.equal(cached[0], anchor):
+            cached = (anchor, self.bundle.codec.encode(anchor[:, :, None]))
+            self._anchor_cache = cached
+        return cached[1]
+
     def _conditioning(
         self, carry: Carry, anchor: torch.Tensor, config: GenerationConfig
     ) -> torch.Tensor:
@@ -179,7 +200,7 @@ class SVIPipeline:
         padding = config.padding or p.padding
         if carry.latents is not None and config.handoff == "latent":
             lat_f = b.latent_shape[1]
-            anchor_lat = b.codec.encode(anchor[:, :, None]) if padding == "anchor" else None
+            anchor_lat = self._anchor_latent(anchor) if padding == "anchor" else None
             return build_y_from_latents(carry.latents, lat_f, b.codec.temporal_factor,
                                         padding=padding, mask=p.mask,
                                         anchor_latent=anchor_lat)  # fmt: skip

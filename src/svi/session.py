@@ -261,6 +261,9 @@ class GenerateRequest:
     handoff: str = "pixel"
     steps: int | None = None
     cfg: float | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
     negative_prompt: str | None = None
     seed: int = 0
     fps: int | None = None
@@ -288,7 +291,9 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
         raise SviError(f"image {req.image} does not exist")
     if len(req.lora_scale) > len(req.lora):
         raise SviError("more --lora-scale values than --lora files")
-    pipe = SVIPipeline.from_pretrained(req.model, req.preset)
+    pipe = SVIPipeline.from_pretrained(
+        req.model, req.preset, height=req.height, width=req.width, num_frames=req.num_frames
+    )
     preset = pipe.bundle.preset
     for i, path in enumerate(req.lora):
         pipe.load_lora(path, req.lora_scale[i] if i < len(req.lora_scale) else 1.0)

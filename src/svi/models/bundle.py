@@ -38,6 +38,7 @@ class ModelBundle:
     transformer_2: torch.nn.Module | None = None
     boundary: float | None = None
     info: dict[str, Any] | None = None
+    image_encoder: Any = None  # frames (B, 3, H, W) in [-1, 1] -> CLIP tokens (Wan 2.1 I2V)
 
     @property
     def default_lora(self) -> Path | None:
@@ -48,6 +49,15 @@ class ModelBundle:
     @property
     def experts(self) -> Experts:
         return Experts(self.transformer, self.transformer_2, self.boundary)
+
+    def experts_for(self, first_frame: torch.Tensor) -> Experts:
+        """The DiT call for one clip; with a CLIP path, image tokens of ``first_frame``
+        (1, 3, H, W) - the clip's first motion frame, as SVI feeds Wan 2.1."""
+        if self.image_encoder is None:
+            return self.experts
+        with torch.no_grad():
+            states = self.image_encoder(first_frame)
+        return Experts(self.transformer, self.transformer_2, self.boundary, states)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -152,6 +162,11 @@ def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:
     variant = preset_name or detect_wan_variant(path)
     preset = get_preset(variant)
     comps = load_wan_folder(path, expect=preset.wan_variant)
+    if comps.conditioning != "concat":
+        raise SviError(
+            f"{path} is {variant}, which conditions by replacing the first latent frame; "
+            "svi's clip loop supports the 36-channel concat models (Wan 2.1 I2V, 2.2 I2V A14B)"
+        )
     return ModelBundle(
         preset=preset,
         transformer=comps.transformer,
@@ -160,6 +175,7 @@ def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:
         source=str(path),
         transformer_2=comps.transformer_2,
         boundary=comps.boundary_ratio,
+        image_encoder=comps.encode_image if comps.image_encoder is not None else None,
     )
 
 

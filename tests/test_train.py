@@ -194,3 +194,19 @@ def test_two_processes_share_errors_so_banks_agree(tiny_base: Path, tmp_path: Pa
     assert keys and all(torch.equal(a[k], b[k]) for k in keys)
     assert int(a["bank.video.count"].sum()) > 4  # errors of both processes were banked
     assert not torch.equal(a["torch_generator"], b["torch_generator"])  # own data and noise
+
+
+def test_training_from_a_dataset_folder(tmp_path: Path) -> None:
+    """Real-video path: the reference CSV layout (written here by the world) feeds training."""
+    from svi.clips import FolderClips
+    from svi.world.files import write_dataset
+
+    root = tmp_path / "data"
+    write_dataset(root, "creative", videos=2, seconds=2.0)
+    clips = FolderClips(root, num_frames=5, height=32, width=32)
+    batch = clips.sample(3, np.random.default_rng(0), 2)
+    assert batch.frames.shape == (3, 3, 5, 32, 32) and len(batch.prompts) == 3
+    assert all(p.strip() and "|" not in p for p in batch.prompts)
+    cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2, "data": DataConfig(source=str(root))})
+    final = train(cfg, tmp_path / "run", progress=False)
+    assert (final / "transformer" / "config.json").exists()

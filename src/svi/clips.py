@@ -1,14 +1,18 @@
 """Training clips: (frames, prompt, anchor) samples for the training loop.
 
 :class:`WorldClips` renders a pool of procedural-world episodes from TRAIN-split
-seeds once, then samples random windows from it. Sampling is driven by a numpy
-``Generator`` whose state is checkpointed, so the data position resumes exactly.
+seeds once, then samples random windows from it. :class:`FolderClips` samples windows
+of real videos from a dataset folder in the reference layout
+(``root/<category>/<category>.csv`` + mp4 files, see :mod:`svi.data`). Sampling is
+driven by a numpy ``Generator`` whose state is checkpointed, so the data position
+resumes exactly.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -82,6 +86,56 @@ class WorldClips:
             prompts.append(ps[min((s + motion_frames) // self.clip_frames, len(ps) - 1)])
         video = to_signed(clips).movedim(1, 2)  # (B, F, 3, H, W) -> (B, 3, F, H, W)
         return ClipBatch(frames=video, anchors=to_signed(anchors), prompts=prompts)
+
+
+class FolderClips:
+    """Random windows of the videos of a dataset folder, fitted to the model's size.
+
+    Videos are decoded on first use and kept (up to ``cache`` of them, least recently
+    used dropped). The prompt of a window is the one of its first new frame when the
+    description is a stream (``" | "``-separated, spread evenly over the video).
+    """
+
+    def __init__(
+        self, root: Path, num_frames: int, height: int, width: int, cache: int = 64
+    ) -> None:
+        from svi.data import VideoFolderDataset
+
+        self.dataset = VideoFolderDataset(root)
+        if len(self.dataset) == 0:
+            raise SviError(f"dataset {root} has no videos")
+        self.num_frames, self.size, self.cache = num_frames, (height, width), cache
+        self._videos: dict[int, np.ndarray] = {}
+
+    def _video(self, index: int) -> np.ndarray:
+        from svi.starts import fit_image
+        from svi.video_io import read_video
+
+        if index in self._videos:
+            self._videos[index] = self._videos.pop(index)  # most recently used last
+            return self._videos[index]
+        record = self.dataset[index]
+        frames = np.stack([fit_image(f, *self.size) for f in read_video(record.path)])
+        if len(frames) < self.num_frames:
+            raise SviError(f"{record.path} has {len(frames)} frames; clips need {self.num_frames}")
+        if len(self._videos) >= self.cache:
+            self._videos.pop(next(iter(self._videos)))
+        self._videos[index] = frames
+        return frames
+
+    def sample(self, batch: int, rng: np.random.Generator, motion_frames: int) -> ClipBatch:
+        clips, anchors, prompts = [], [], []
+        for index in rng.integers(0, len(self.dataset), size=batch):
+            frames = self._video(int(index))
+            t, f = len(frames), self.num_frames
+            start = int(rng.integers(0, t - f + 1))
+            anchor = int(rng.integers(0, t))
+            clips.append(frames[start : start + f])
+            anchors.append(frames[anchor])
+            stream = self.dataset[int(index)].prompts
+            prompts.append(stream[min((start + motion_frames) * len(stream) // t, len(stream) - 1)])
+        video = to_signed(np.stack(clips)).movedim(1, 2)  # (B, 3, F, H, W)
+        return ClipBatch(frames=video, anchors=to_signed(np.stack(anchors)), prompts=prompts)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:

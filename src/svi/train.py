@@ -28,7 +28,7 @@ from svi.checkpoint import (
     save_checkpoint,
     save_rank_extra,
 )
-from svi.clips import ClipBatch, WorldClips
+from svi.clips import ClipBatch, FolderClips, WorldClips
 from svi.conditioning import build_y
 from svi.config import TrainConfig
 from svi.ema import EMA
@@ -64,6 +64,15 @@ def make_bundle(config: TrainConfig) -> ModelBundle:
     from svi.models.bundle import load_bundle
 
     return load_bundle(config.preset if config.init == "embedded" else config.init, preset.name)
+
+
+def make_clips(config: TrainConfig, preset, progress: bool = False) -> WorldClips | FolderClips:
+    """The clip source: the procedural world, or a dataset folder of real videos."""
+    d = config.data
+    if d.source == "world":
+        return WorldClips(d.kinds, d.pool_size, d.episode_frames, preset.num_frames,
+                          preset.height, seed=config.seed, show_progress=progress)  # fmt: skip
+    return FolderClips(Path(d.source), preset.num_frames, preset.height, preset.width)
 
 
 def prepare_batch(
@@ -113,10 +122,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
         weight_decay=config.optim.weight_decay,
     )  # fmt: skip
     ema = EMA(named, config.ema_decay) if config.ema_decay else None
-    data = WorldClips(
-        config.data.kinds, config.data.pool_size, config.data.episode_frames,
-        preset.num_frames, preset.height, seed=config.seed, show_progress=progress,
-    )  # fmt: skip
+    data = make_clips(config, preset, progress)
     gen = torch.Generator().manual_seed(config.seed * 1000 + rank)  # noise, sigmas, coins
     rng = np.random.default_rng(config.seed * 1000 + rank)  # data position
     shift = config.shift or preset.shift
@@ -143,7 +149,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
             else:  # ERFT: errors in noise, latent and y; target eps~ - x0 (clean x0)
                 inj = injector.inject(x0, noise, y, sigma)
                 x_t, target, y = flow.interpolate(inj.x0_in, inj.noise, sigma), inj.target, inj.y
-            v = velocity(x_t, sigma, y, text)
+            v = _with_image_tokens(velocity, bundle, batch)(x_t, sigma, y, text)
             loss = _loss(v, target, sigma, config)
             if injector is not None:  # one-step errors -> replay memory (no extra forward)
                 errors = injector.errors(inj, x_t, sigma, v.detach())
@@ -172,6 +178,15 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
         final = _export(out, accelerator.unwrap_model(model), ema, bundle, config)
     accelerator.wait_for_everyone()
     return final
+
+
+def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch) -> Experts:
+    """Wan 2.1 I2V also sees CLIP tokens of the first motion frame; others: unchanged."""
+    if bundle.image_encoder is None:
+        return velocity
+    with torch.no_grad():
+        states = bundle.image_encoder(batch.frames[:, :, 0])  # (B, N, D)
+    return Experts(velocity.high, image_states=states)
 
 
 def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):

@@ -163,3 +163,32 @@ def test_lora_for_another_model_is_an_error(model: Path, tmp_path: Path, capsys)
                                "--out", str(out), "--lora", str(path)])  # fmt: skip
     assert "other.safetensors" in line or "to_q" in line
     assert not out.exists() and not VideoWriter.partial_path_for(out).exists()
+
+
+def test_forever_stops_cleanly_on_ctrl_c(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "endless.mp4"
+    cmd = [sys.executable, "-m", "svi.cli", "generate", "--model", str(model), "--forever",
+           "--no-progress", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        mpath = manifest_path(out)
+        if mpath.exists() and len(json.loads(mpath.read_text()).get("clips", [])) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stdout
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["status"] == "interrupted"
+    n = len(manifest["clips"])
+    assert n >= 3 and len(read_video(out)) == n * 3 + 2 == manifest["frames_written"]
+    assert not VideoWriter.partial_path_for(out).exists() and not state_dir(out).exists()
+
+
+def test_per_clip_files(model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.mp4"
+    run_generate(_request(model, out, clips=3, clips_dir=tmp_path / "clips"))
+    files = sorted((tmp_path / "clips").glob("clip_*.mp4"))
+    assert [f.name for f in files] == ["clip_00000.mp4", "clip_00001.mp4", "clip_00002.mp4"]
+    assert all(len(read_video(f)) == 5 for f in files)

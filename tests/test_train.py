@@ -132,6 +132,7 @@ def test_erft_lora_run_banks_errors_and_exports_both_forms(tiny_base: Path, tmp_
     final = train(_lora_config(True, str(tiny_base), steps=6, checkpoint_every=3), run,
                   progress=False)  # fmt: skip
     banks = [json.loads(line) for line in (run / "banks.jsonl").open()]
+    assert (run / "banks.png").stat().st_size > 1000
     assert sum(banks[-1]["video"]["count"]) > 0 and sum(banks[-1]["noise"]["count"]) > 0
     assert all(c <= 3 for c in banks[-1]["video"]["count"])  # capacity per bin
     meta = read_lora_metadata(final / "svi_lora.safetensors")

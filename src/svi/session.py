@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,23 +142,24 @@ def generate_to_file(
             clips = pipe.generate(start, prompts, config, first_clip=first, carry=carry,
                                   on_step=on_step)  # fmt: skip
             for clip in clips:
-                writer.write(clip.new_frames)
-                tail = clip.tail
-                _save_state(state_path(out, clip.index), clip.carry, tail)
-                manifest["clips"].append(
-                    {
-                        "index": clip.index,
-                        "prompt": clip.prompt,
-                        "seed": clip.seed,
-                        "seconds": round(clip.seconds, 4),
-                        "frames_sha256": _sha256(clip.new_frames),
-                    }
-                )
-                manifest["frames_written"] = writer.frames_written
-                _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
-                state_path(out, clip.index - 1).unlink(missing_ok=True)
-                if clips_dir is not None:
-                    write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
+                with _defer_interrupt():  # a clip's bookkeeping is all or nothing
+                    writer.write(clip.new_frames)
+                    tail = clip.tail
+                    _save_state(state_path(out, clip.index), clip.carry, tail)
+                    manifest["clips"].append(
+                        {
+                            "index": clip.index,
+                            "prompt": clip.prompt,
+                            "seed": clip.seed,
+                            "seconds": round(clip.seconds, 4),
+                            "frames_sha256": _sha256(clip.new_frames),
+                        }
+                    )
+                    manifest["frames_written"] = writer.frames_written
+                    _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+                    state_path(out, clip.index - 1).unlink(missing_ok=True)
+                    if clips_dir is not None:
+                        write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
                 bar(len(clip.new_frames))
         status = "complete"
     except KeyboardInterrupt:
@@ -209,6 +212,26 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
                 "frames_written": 0}  # fmt: skip
     _atomic_write(mpath, json.dumps(manifest, indent=1).encode())
     return manifest, writer, None, None, 0
+
+
+@contextmanager
+def _defer_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C while a finished clip is written (video, state, manifest), then raise.
+
+    An interrupt during sampling stops at once; one during the few milliseconds of
+    bookkeeping waits for it, so the files always agree with each other.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 @contextmanager

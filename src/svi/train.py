@@ -176,6 +176,10 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     final = out / "final"
     if main:
         final = _export(out, accelerator.unwrap_model(model), ema, bundle, config)
+        if injector is not None:
+            from svi.bench.banks import plot_banks
+
+            plot_banks(out)
     accelerator.wait_for_everyone()
     return final
 

@@ -192,6 +192,8 @@ def bench_first_clip(
     split: str = typer.Option("val", help="val | test."),
     kind: str = typer.Option("consistent", help="World kind."),
     steps: int | None = typer.Option(None, help="Sampler steps."),
+    shift: float | None = typer.Option(None, help="Sampler sigma shift (default: preset)."),
+    cfg: float | None = typer.Option(None, help="Text guidance scale (default: preset)."),
     out: Path | None = typer.Option(None, help="Write the report as JSON here."),
 ) -> None:
     """The base-model gate: first clip on held-out scenes vs ground truth and copying."""
@@ -202,7 +204,7 @@ def bench_first_clip(
     from svi.world import split_seeds
 
     report = evaluate_first_clip(load_bundle(model), split_seeds(split, scenes), kind=kind,
-                                 steps=steps).to_dict()  # fmt: skip
+                                 steps=steps, shift=shift, cfg=cfg).to_dict()  # fmt: skip
     text = json.dumps(report, indent=1)
     if out:
         out.write_text(text, encoding="utf-8")

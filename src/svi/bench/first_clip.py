@@ -50,6 +50,7 @@ def evaluate_first_clip(
     motion_frames: int | None = None,
     steps: int | None = None,
     cfg: float | None = None,
+    shift: float | None = None,
     noise_seed: int = 0,
 ) -> FirstClipReport:
     from svi.world import WorldConfig, render_episode
@@ -68,7 +69,7 @@ def evaluate_first_clip(
     t0 = time.perf_counter()
     with torch.no_grad():
         lat = sample_latents(bundle.experts, noise, y, text, neg, steps=steps or p.steps,
-                             shift=p.shift, cfg=p.cfg if cfg is None else cfg)  # fmt: skip
+                             shift=shift or p.shift, cfg=p.cfg if cfg is None else cfg)  # fmt: skip
         gen = to_uint8(bundle.codec.decode(lat))[:, m:]  # (B, F-M, H, W, 3)
     per_clip = (time.perf_counter() - t0) / len(eps)
     copy = np.repeat(frames[:, m - 1 : m], f - m, axis=1)

@@ -59,7 +59,8 @@ def plot_curve(rows: list[dict], path: Path, title: str) -> Path:
     ax[1].set_ylabel("object presence (location-aware)")
     ax[2].plot(x, [r["mse"] for r in rows], "o-", label="model")
     ax[2].plot(x, [r["copy_mse"] for r in rows], "--", color="grey", label="copy last frame")
-    ax[2].set_ylabel("MSE to ground truth")
+    ax[2].set_ylabel("MSE to ground truth (log)")
+    ax[2].set_yscale("log")
     for a in ax:
         a.set_xlabel("training minutes (2 CPU cores)")
         a.legend(fontsize=8)

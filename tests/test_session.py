@@ -192,3 +192,17 @@ def test_per_clip_files(model: Path, tmp_path: Path) -> None:
     files = sorted((tmp_path / "clips").glob("clip_*.mp4"))
     assert [f.name for f in files] == ["clip_00000.mp4", "clip_00001.mp4", "clip_00002.mp4"]
     assert all(len(read_video(f)) == 5 for f in files)
+
+
+def test_embedded_model_and_default_erft_lora(tmp_path: Path) -> None:
+    """The README's main command path: embedded world-tiny + its ERFT LoRA by default."""
+    out = tmp_path / "demo.mp4"
+    manifest = run_generate(GenerateRequest(out=out, clips=2, steps=2, progress=False))
+    loras = manifest["inputs"]["loras"]
+    assert len(loras) == 1 and loras[0]["path"].endswith("svi_lora.safetensors")
+    assert loras[0]["modules"] == 40  # 10 target linears x 4 blocks
+    assert manifest["inputs"]["preset"] == "world-tiny"
+    assert len(read_video(out)) == 2 * 3 + 2
+    plain = run_generate(GenerateRequest(out=tmp_path / "p.mp4", clips=1, steps=2,
+                                         no_lora=True, progress=False))  # fmt: skip
+    assert plain["inputs"]["loras"] == []

@@ -10,10 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-
-# OpenMP threads that spin while waiting make two torch processes on a small machine
-# (training + generation, or two ranks) crawl; passive waiting costs little alone.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import typer

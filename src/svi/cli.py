@@ -236,12 +236,14 @@ def bench_drift(
     scenes: int = typer.Option(8, help="Held-out scenes."),
     split: str = typer.Option("val", help="val | test."),
     kind: str = typer.Option("consistent", help="World kind."),
+    padding: str | None = typer.Option(None, help="anchor | zeros | last (default: preset)."),
     out: Path = typer.Option(Path("docs/figures/drift"), help="Output stem (.json, .png, .md)."),
 ) -> None:
     """Drift of long rollouts per clip: base model vs LoRA variants, on held-out scenes."""
     import json
 
     from svi.bench.drift import compare, markdown_table, plot_drift
+    from svi.pipeline import GenerationConfig
     from svi.world import split_seeds
 
     variants: dict[str, tuple[str | None, float]] = {"base": (None, 1.0)} if base else {}
@@ -251,7 +253,8 @@ def bench_drift(
             raise SviError(f"--lora {item!r} must be LABEL=PATH[:SCALE]")
         path, _, scale = rest.partition(":")
         variants[label] = (path, float(scale) if scale else 1.0)
-    results = compare(model, variants, split_seeds(split, scenes), clips, kind=kind)
+    config = GenerationConfig(padding=padding)
+    results = compare(model, variants, split_seeds(split, scenes), clips, kind=kind, config=config)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = [{"name": r.name, "summary": r.summary(), "curves": r.curves,
                 "last_per_scene": r.per_scene_last} for r in results]  # fmt: skip

@@ -200,6 +200,12 @@ def test_embedded_model_runs_without_arguments(tmp_path: Path) -> None:
     manifest = run_generate(GenerateRequest(out=out, clips=2, steps=2, progress=False))
     assert manifest["inputs"]["preset"] == "world-tiny"
     assert len(read_video(out)) == 2 * 3 + 2
+    (lora,) = manifest["inputs"]["loras"]  # the shipped ERFT LoRA, with its trained format
+    assert lora["path"].endswith("svi_lora.safetensors") and lora["modules"] == 40
+    assert lora["padding"] == "anchor" == manifest["inputs"]["config"]["padding"]
+    plain = run_generate(GenerateRequest(out=tmp_path / "p.mp4", clips=1, steps=2,
+                                         no_lora=True, progress=False))  # fmt: skip
+    assert plain["inputs"]["loras"] == [] and plain["inputs"]["config"]["padding"] is None
 
 
 def test_a_model_folder_lora_is_loaded_by_default(tmp_path: Path) -> None:

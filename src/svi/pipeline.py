@@ -108,13 +108,23 @@ class SVIPipeline:
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
         """Merge a LoRA file (any known key form) into the DiT at strength ``scale``."""
-        from svi.lora import apply_lora, lora_fingerprint
+        from svi.lora import apply_lora, lora_fingerprint, read_lora_metadata
 
         report = apply_lora(self.bundle.transformer, path, scale=scale, merge=True)
         entry = {"path": str(path), "scale": scale, "sha256": lora_fingerprint(path),
                  "modules": report.n_modules}  # fmt: skip
+        training = read_lora_metadata(path).get("training")
+        if isinstance(training, dict) and isinstance(training.get("data"), dict):
+            entry["padding"] = training["data"].get("padding")  # the format it was trained on
         self.loras.append(entry)
         return entry
+
+    def lora_padding(self) -> str | None:
+        """The conditioning padding the loaded LoRAs were trained with (first one wins)."""
+        for entry in self.loras:
+            if entry.get("padding"):
+                return entry["padding"]
+        return None
 
     # -- the clip loop ---------------------------------------------------------------
     def motion_frames_for(self, config: GenerationConfig, prompts: list[str]) -> int:

@@ -337,8 +337,9 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
         prompts = [req.prompt]
     if not prompts:
         raise SviError("give --prompt or --prompts with --image")
+    padding = req.padding or pipe.lora_padding()  # a LoRA brings its conditioning format
     config = GenerationConfig(
-        clips=0, motion_frames=req.motion_frames, padding=req.padding, handoff=req.handoff,
+        clips=0, motion_frames=req.motion_frames, padding=padding, handoff=req.handoff,
         steps=req.steps, cfg=req.cfg, seed=req.seed, negative_prompt=req.negative_prompt,
         first_prompt_only=req.first_prompt_only,
     )  # fmt: skip

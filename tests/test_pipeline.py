@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from svi.errors import SviError
 from svi.pipeline import GenerationConfig, SVIPipeline, clip_seed, clips_for_length, rollout
 from svi.starts import fit_image, world_start
-from world_fixtures import build_tiny_world_model
+from world_fixtures import build_tiny_world_model, random_lora
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +113,7 @@ def test_fit_image_crops_and_resizes() -> None:
 def test_lora_merge_changes_output(pipe, start, tmp_path: Path) -> None:
     from svi.lora import save_lora
 
-    sd = {}
-    for name, module in pipe.bundle.transformer.named_modules():
-        if name.endswith("attn1.to_q"):
-            out_f, in_f = module.weight.shape
-            sd[f"transformer.{name}.lora_A.weight"] = torch.randn(2, in_f)
-            sd[f"transformer.{name}.lora_B.weight"] = torch.randn(out_f, 2)
+    sd = random_lora(pipe.bundle.transformer)
     path = save_lora(tmp_path / "l.safetensors", sd, form="wan", metadata={"base": "test"})
     bundle = copy.copy(pipe.bundle)
     bundle.transformer = copy.deepcopy(pipe.bundle.transformer)

@@ -210,31 +210,13 @@ def test_embedded_model_runs_without_arguments(tmp_path: Path) -> None:
 
 def test_a_model_folder_lora_is_loaded_by_default(tmp_path: Path) -> None:
     """A world model folder may ship its SVI LoRA as svi_lora.safetensors (--no-lora skips)."""
-    import shutil
-
-    from svi.models.bundle import DEFAULT_LORA
-    from world_fixtures import build_tiny_world_model
+    from svi.lora import save_lora
+    from svi.models.bundle import DEFAULT_LORA, load_bundle
+    from world_fixtures import build_tiny_world_model, random_lora
 
     folder = build_tiny_world_model(tmp_path / "m")
-    tiny_lora = tmp_path / "tiny_lora.safetensors"
-    _tiny_lora_for(folder, tiny_lora)
-    shutil.copy(tiny_lora, folder / DEFAULT_LORA)
+    save_lora(folder / DEFAULT_LORA, random_lora(load_bundle(str(folder)).transformer))
     m = run_generate(_request(folder, tmp_path / "a.mp4", clips=1))
     assert [entry["path"] for entry in m["inputs"]["loras"]] == [str(folder / DEFAULT_LORA)]
     m = run_generate(_request(folder, tmp_path / "b.mp4", clips=1, no_lora=True))
     assert m["inputs"]["loras"] == []
-
-
-def _tiny_lora_for(folder: Path, path: Path) -> None:
-    import torch
-
-    from svi.lora import save_lora
-    from svi.models.bundle import load_bundle
-
-    sd = {}
-    for name, module in load_bundle(str(folder)).transformer.named_modules():
-        if name.endswith("attn1.to_q"):
-            out_f, in_f = module.weight.shape
-            sd[f"transformer.{name}.lora_A.weight"] = torch.randn(2, in_f)
-            sd[f"transformer.{name}.lora_B.weight"] = torch.randn(out_f, 2)
-    save_lora(path, sd, form="diffusers")

@@ -68,9 +68,6 @@ class WorldClips:
                 bar.advance(task)
         log.info("world pool: %d episodes x %d frames of %s", pool_size, episode_frames, kinds)
 
-    def distinct_prompts(self) -> list[str]:
-        return sorted({p for ps in self.prompts for p in ps})
-
     def sample(self, batch: int, rng: np.random.Generator, motion_frames: int) -> ClipBatch:
         """``batch`` windows of ``num_frames``; the prompt is the one of the first new frame."""
         n, t = self.frames.shape[:2]

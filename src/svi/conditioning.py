@@ -62,21 +62,20 @@ def build_mask(
     return mask.expand(batch, -1, -1, height, width).contiguous()
 
 
-def conditioning_video(
-    motion: Tensor, num_frames: int, padding: str, anchor: Tensor | None = None
-) -> Tensor:
-    """[motion frames] + [padding] as a (B, 3, F, H, W) video in [-1, 1].
+def _pad(motion: Tensor, total: int, padding: str, anchor: Tensor | None, what: str) -> Tensor:
+    """[motion] + padding along time: (B, C, m, h, w) -> (B, C, total, h, w).
 
-    ``motion`` is (B, 3, M, H, W); ``anchor`` (B, 3, H, W) is needed for anchor padding.
+    ``anchor`` is (B, C, 1, h, w) (an image or its latent); ``what`` names the frames
+    in error messages.
     """
     b, c, m, h, w = motion.shape
-    if not 1 <= m <= num_frames:
-        raise SviError(f"{m} motion frames do not fit a clip of {num_frames} frames")
-    pad = num_frames - m
+    if not 1 <= m <= total:
+        raise SviError(f"{m} motion {what} do not fit a clip of {total} {what}")
+    pad = total - m
     if padding == "anchor":
         if anchor is None:
-            raise SviError("anchor padding needs an anchor image")
-        fill = anchor[:, :, None].expand(b, c, pad, h, w)
+            raise SviError(f"anchor padding needs an anchor ({what})")
+        fill = anchor[:, :, :1].expand(b, c, pad, h, w)
     elif padding == "zeros":
         fill = motion.new_zeros(b, c, pad, h, w)
     elif padding == "last":
@@ -84,6 +83,17 @@ def conditioning_video(
     else:
         raise SviError(f"unknown padding {padding!r}; use 'anchor', 'zeros' or 'last'")
     return torch.cat([motion, fill.to(motion.dtype)], dim=2)
+
+
+def conditioning_video(
+    motion: Tensor, num_frames: int, padding: str, anchor: Tensor | None = None
+) -> Tensor:
+    """[motion frames] + [padding] as a (B, 3, F, H, W) video in [-1, 1].
+
+    ``motion`` is (B, 3, M, H, W); ``anchor`` (B, 3, H, W) is needed for anchor padding.
+    """
+    anchor = None if anchor is None else anchor[:, :, None]
+    return _pad(motion, num_frames, padding, anchor, "frames")
 
 
 def build_y(
@@ -119,21 +129,8 @@ def build_y_from_latents(
     latents; "last" repeats the last motion latent. The mask marks latent frame 0
     ("first") or the pixel frames the motion latents stand for ("motion").
     """
-    b, c, m, h, w = motion_latents.shape
-    if not 1 <= m <= num_latent_frames:
-        raise SviError(f"{m} motion latents do not fit {num_latent_frames} latent frames")
-    pad = num_latent_frames - m
-    if padding == "anchor":
-        if anchor_latent is None:
-            raise SviError("anchor padding needs an anchor latent")
-        fill = anchor_latent[:, :, :1].expand(b, c, pad, h, w)
-    elif padding == "zeros":
-        fill = motion_latents.new_zeros(b, c, pad, h, w)
-    elif padding == "last":
-        fill = motion_latents[:, :, -1:].expand(b, c, pad, h, w)
-    else:
-        raise SviError(f"unknown padding {padding!r}; use 'anchor', 'zeros' or 'last'")
-    latent = torch.cat([motion_latents, fill.to(motion_latents.dtype)], dim=2)
+    b, _, m, h, w = motion_latents.shape
+    latent = _pad(motion_latents, num_latent_frames, padding, anchor_latent, "latent frames")
     num_frames = (num_latent_frames - 1) * temporal_factor + 1
     motion_pixels = 1 + (m - 1) * temporal_factor
     given = mask_frames_for(mask, motion_pixels)

@@ -75,10 +75,10 @@ class _Truth:
     def __init__(self, episode) -> None:
         t = episode.truth
         self.background, self.masks, self.frames_like = t.background, t.masks, episode.frames
-        visible = t.present[0] & (t.masks[0].sum(axis=(1, 2)) > 0)
+        seen = metrics.visible(t.masks[0], t.present[0])
         self.first_colours = {
-            "colours": t.colours[0][visible],
-            "areas": t.masks[0].sum(axis=(1, 2))[visible].astype(np.float32),
+            "colours": t.colours[0][seen],
+            "areas": t.masks[0].sum(axis=(1, 2))[seen].astype(np.float32),
         }
 
 

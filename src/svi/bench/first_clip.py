@@ -95,10 +95,6 @@ def _mean(values) -> float:
 
 
 def _presence(gen: np.ndarray, truth) -> float:
-    hits, total = 0, 0
-    for g, (t, s) in zip(gen, truth, strict=True):
-        visible = t.present[s] & (t.masks[s].sum(axis=(2, 3)) > 0)
-        found = metrics.object_presence(g, t.masks[s], t.colours[s], t.present[s])
-        hits += int(found[visible].sum())
-        total += int(visible.sum())
-    return hits / max(total, 1)
+    counts = [metrics.presence_counts(g, t.masks[s], t.colours[s], t.present[s])
+              for g, (t, s) in zip(gen, truth, strict=True)]  # fmt: skip
+    return sum(c[0] for c in counts) / max(sum(c[1] for c in counts), 1)

@@ -59,14 +59,26 @@ def object_presence(
     return (frac >= PRESENCE_FRACTION) & present & (area > 0)
 
 
+def visible(masks: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(T, K) bool: object k is in frame t with at least one pixel showing."""
+    return present & (masks.sum(axis=(-2, -1)) > 0)
+
+
+def presence_counts(
+    frames: np.ndarray, masks: np.ndarray, colours: np.ndarray, present: np.ndarray
+) -> tuple[int, int]:
+    """(found, visible) counts of (frame, object) pairs, for pooling over scenes."""
+    seen = visible(masks, present)
+    found = object_presence(frames, masks, colours, present)
+    return int(found[seen].sum()), int(seen.sum())
+
+
 def presence_rate(
     frames: np.ndarray, masks: np.ndarray, colours: np.ndarray, present: np.ndarray
 ) -> float:
     """Share of visible (frame, object) pairs that :func:`object_presence` finds."""
-    visible = present & (masks.sum(axis=(2, 3)) > 0)
-    if not visible.any():
-        return float("nan")
-    return float(object_presence(frames, masks, colours, present)[visible].mean())
+    found, total = presence_counts(frames, masks, colours, present)
+    return found / total if total else float("nan")
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

@@ -144,17 +144,9 @@ class ErrorInjector:
         for b in range(batch):
             s = float(sig[b])
             if want["noise"][b]:
-                e = self.noise_bank.sample(s)
-                if e is not None:
-                    _check(e, x0.shape[1:], "noise bank")
-                    noise_in[b] += scale * e.to(noise_in)
-                    used["noise"][b] = True
+                used["noise"][b] = _add_binned(self.noise_bank, s, noise_in[b], scale, "noise")
             if want["video"][b]:
-                e = self.video_bank.sample(s)
-                if e is not None:
-                    _check(e, x0.shape[1:], "video bank")
-                    x0_in[b] += scale * e.to(x0_in)
-                    used["video"][b] = True
+                used["video"][b] = _add_binned(self.video_bank, s, x0_in[b], scale, "video")
             if want["image"][b]:
                 e = self.video_bank.sample_pooled()
                 if e is not None:
@@ -223,6 +215,13 @@ def _per_sample(sigma: Tensor | float, batch: int) -> Tensor:
     return s
 
 
-def _check(error: Tensor, shape: torch.Size, name: str) -> None:
-    if error.shape != shape:
-        raise ValueError(f"{name} error {tuple(error.shape)} != sample shape {tuple(shape)}")
+def _add_binned(bank: ErrorBank, sigma: float, row: Tensor, scale: float, name: str) -> bool:
+    """``row += scale * E`` with E from the bin of ``sigma`` (in place); False if empty."""
+    error = bank.sample(sigma)
+    if error is None:
+        return False
+    if error.shape != row.shape:
+        raise ValueError(f"{name} bank error {tuple(error.shape)} != sample shape "
+                         f"{tuple(row.shape)}")  # fmt: skip
+    row += scale * error.to(row)
+    return True

@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from svi.clips import to_signed, to_uint8
 from svi.conditioning import build_y
 from svi.models.bundle import (
     MODEL_FILE,
@@ -55,7 +54,8 @@ from svi.models.bundle import (
     save_world_model,
 )
 from svi.models.presets import get_preset
-from svi.pipeline import GenerationConfig, SVIPipeline, clip_seed
+from svi.pipeline import GenerationConfig, SVIPipeline
+from svi.pixels import to_signed, to_uint8
 from svi.sampling import clip_noise, sample_latents
 from svi.session import generate_to_file
 from svi.starts import world_start
@@ -177,8 +177,8 @@ def measure_overhead(pipe: SVIPipeline, start: np.ndarray, prompt: str, clips: i
     afterwards and must give the clip's frames exactly (the same work was timed).
     """
     b, p = pipe.bundle, pipe.bundle.preset
-    config = GenerationConfig(clips=clips + 1)
-    m = pipe.motion_frames_for(config, [prompt])
+    config = pipe.plan(GenerationConfig(clips=clips + 1), [prompt])
+    m = config.motion_frames
     anchor = to_signed(start[0])[None]
     carried = start[-p.num_frames + 1 :]
     gen = pipe.generate(start, [prompt], config)
@@ -188,7 +188,7 @@ def measure_overhead(pipe: SVIPipeline, start: np.ndarray, prompt: str, clips: i
         y = build_y(b.codec, motion, p.num_frames, padding=p.padding, mask=p.mask, anchor=anchor)
         text = b.text_encoder.encode([prompt])
         neg = b.text_encoder.encode([p.negative_prompt])
-        noise = clip_noise((1, *b.latent_shape), clip_seed(config, k))
+        noise = clip_noise((1, *b.latent_shape), config.clip_seed(k))
 
         def run_bare(y=y, text=text, neg=neg, noise=noise):
             return sample_latents(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from svi.bench import metrics
-from svi.bench.drift import METRICS, drift_curves, markdown_table
 from svi.bench.first_clip import evaluate_first_clip
 from svi.pipeline import SVIPipeline
 from svi.world import WorldConfig, render_episode, split_seeds
@@ -35,16 +32,12 @@ def test_presence_is_location_aware(episode) -> None:
     assert metrics.presence_rate(shifted, t.masks, t.colours, t.present) < 0.5
     blank = t.background.copy()  # objects erased
     assert metrics.presence_rate(blank, t.masks, t.colours, t.present) == 0.0
-    areas = t.masks[0].sum(axis=(1, 2)).astype(np.float32)
-    assert metrics.object_survival(shifted, t.colours[0], areas) == 1.0  # position-free
 
 
-def test_motion_sharpness_and_colour_drift(episode) -> None:
+def test_motion_and_colour_drift(episode) -> None:
     frozen = np.repeat(episode.frames[:1], 5, axis=0)
     assert metrics.motion_energy(frozen) == 0.0
     assert metrics.motion_energy(episode.frames) > 0.0
-    blurred = (episode.frames[:, :-1].astype(np.float32) + episode.frames[:, 1:]) / 2
-    assert metrics.sharpness(blurred.astype(np.uint8)) < metrics.sharpness(episode.frames)
     darker = (episode.frames * 0.5).astype(np.uint8)
     assert metrics.colour_drift(darker, episode.frames) > metrics.colour_drift(
         episode.frames, episode.frames
@@ -62,13 +55,3 @@ def test_first_clip_report_has_the_gate_figures(tiny_pipe) -> None:
     assert report.copy_presence > 0.9  # copying the last real frame keeps slow objects
     assert report.copy_mse < report.mse  # a random model is worse than copying
     assert not report.passed
-
-
-def test_drift_curves_one_value_per_clip(tiny_pipe, tmp_path: Path) -> None:
-    result = drift_curves(tiny_pipe, split_seeds("val", 2), 3, name="tiny")
-    assert set(result.curves) == set(METRICS)
-    assert all(len(v) == 3 for v in result.curves.values())
-    assert np.isnan(result.curves["seam"][0]) and np.isfinite(result.curves["seam"][1])
-    summary = result.summary()
-    assert summary["motion"]["first"] == result.curves["motion"][0]
-    assert "| tiny |" in markdown_table([result])

@@ -591,7 +591,7 @@ def test_inject_rejects_bad_shapes_and_config():
 
 
 # -- banking -------------------------------------------------------------------------
-def test_bank_errors_fill_the_right_bins():
+def test_errors_then_add_fill_the_right_bins():
     inj = _injector(fill=False, p_noise=1.0, p_video=1.0, p_image=1.0, p_clean=0.0)
     x0, noise, y, _ = _batch(b=6)
     bins = inj.noise_bank.bin_sigmas
@@ -599,8 +599,7 @@ def test_bank_errors_fill_the_right_bins():
     out = inj.inject(x0, noise, y, sigma)
     x_t = flow.interpolate(out.x0_in, out.noise, sigma)
     dv = 0.1 * torch.randn_like(x_t)
-    counts = inj.bank_errors(out, x_t, sigma, out.target + dv)
-    assert counts == (6, 6)
+    assert inj.add(*inj.errors(out, x_t, sigma, out.target + dv)) == 6
     expected = [0] * NUM_BINS
     for b in (2, 2, 5, 0, 9, 9):
         expected[b] += 1
@@ -612,16 +611,16 @@ def test_bank_errors_fill_the_right_bins():
     torch.testing.assert_close(_entries(inj.video_bank, 5)[0], -s5 * dv[2], atol=1e-6, rtol=0)
 
 
-def test_bank_errors_respects_the_bank_mask():
+def test_errors_then_add_respect_the_bank_mask():
     inj = _injector(fill=False, p_clean=1.0, clean_bank_prob=0.5, seed=2)
     x0, noise, y, sigma = _batch(b=16)
     out = inj.inject(x0, noise, y, sigma)
     x_t = flow.interpolate(out.x0_in, out.noise, sigma)
     n = int(out.bank.sum())
     assert 0 < n < 16
-    assert inj.bank_errors(out, x_t, sigma, torch.randn_like(x_t)) == (n, n)
+    assert inj.add(*inj.errors(out, x_t, sigma, torch.randn_like(x_t))) == n
     assert len(inj.noise_bank) == n and len(inj.video_bank) == n
     none = _injector(fill=False, p_clean=1.0, clean_bank_prob=0.0)
     out = none.inject(x0, noise, y, sigma)
-    assert none.bank_errors(out, x_t, sigma, torch.randn_like(x_t)) == (0, 0)
+    assert none.add(*none.errors(out, x_t, sigma, torch.randn_like(x_t))) == 0
     assert len(none.noise_bank) == 0

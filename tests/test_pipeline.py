@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from svi.errors import SviError
-from svi.pipeline import GenerationConfig, SVIPipeline, clip_seed, clips_for_length, rollout
+from svi.pipeline import GenerationConfig, SVIPipeline, rollout
+from svi.plan import clips_for_length
 from svi.starts import fit_image, world_start
 from world_fixtures import build_tiny_world_model, random_lora
 
@@ -56,7 +58,8 @@ def test_seeds_differ_per_clip_and_are_reproducible(pipe, start) -> None:
     a, clips = rollout(pipe, start, ["x"], cfg)
     b, _ = rollout(pipe, start, ["x"], cfg)
     assert np.array_equal(a, b)
-    assert [c.seed for c in clips] == [clip_seed(cfg, k) for k in range(3)]
+    assert [c.seed for c in clips] == [pipe.plan(cfg, ["x"]).clip_seed(k) for k in range(3)]
+    assert [c.seed for c in clips] == [5, 5 + 7919, 5 + 2 * 7919]
     assert len({c.seed for c in clips}) == 3
     c, _ = rollout(pipe, start, ["x"], GenerationConfig(clips=3, seed=6))
     assert not np.array_equal(a, c)
@@ -83,6 +86,8 @@ def test_bad_settings(pipe, start) -> None:
         next(pipe.generate(start, ["x"], GenerationConfig(handoff="wormhole")))
     with pytest.raises(SviError, match="motion-frames"):
         next(pipe.generate(start, ["x"], GenerationConfig(motion_frames=5)))
+    with pytest.raises(SviError, match="--steps"):
+        next(pipe.generate(start, ["x"], GenerationConfig(steps=0)))  # not "the default"
     with pytest.raises(SviError, match="prompt"):
         next(pipe.generate(start, [], GenerationConfig()))
 
@@ -98,8 +103,11 @@ def test_clips_for_length() -> None:
                             **{**kw, "n_prompts": 4}) == 4  # fmt: skip
     with pytest.raises(SviError, match="only one"):
         clips_for_length(clips=1, seconds=2.0, frames=None, forever=False, **kw)
-    with pytest.raises(SviError, match="positive"):
-        clips_for_length(clips=None, seconds=-1.0, frames=None, forever=False, **kw)
+    for bad in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(SviError, match="--seconds"):
+            clips_for_length(clips=None, seconds=bad, frames=None, forever=False, **kw)
+    with pytest.raises(SviError, match="--frames"):
+        clips_for_length(clips=None, seconds=None, frames=-5, forever=False, **kw)
 
 
 def test_fit_image_crops_and_resizes() -> None:
@@ -123,3 +131,67 @@ def test_lora_merge_changes_output(pipe, start, tmp_path: Path) -> None:
     after, _ = rollout(fresh, start, ["x"], GenerationConfig(clips=1))
     assert entry["modules"] == 1 and len(entry["sha256"]) > 8
     assert not np.array_equal(before, after)
+
+
+def test_non_finite_output_stops_the_run(pipe, start) -> None:
+    """A model that outputs NaN would give an all-black video; the guard stops it."""
+    bundle = copy.copy(pipe.bundle)
+    bundle.transformer = copy.deepcopy(pipe.bundle.transformer)
+    with torch.no_grad():
+        next(bundle.transformer.parameters()).fill_(float("nan"))
+    with pytest.raises(SviError, match="clip 0: the sampler produced NaN/inf"):
+        rollout(SVIPipeline(bundle), start, ["x"], GenerationConfig(clips=2))
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"cfg": float("inf")}, "--cfg"),
+        ({"cfg": float("nan")}, "--cfg"),
+        ({"shift": 0.0}, "--shift"),
+        ({"steps": 0}, "--steps"),
+        ({"steps": -2}, "--steps"),
+        ({"motion_frames": 0}, "--motion-frames"),
+        ({"motion_frames": 5}, "--motion-frames"),
+        ({"padding": "bogus"}, "padding"),
+        ({"handoff": "bogus"}, "hand-off"),
+        ({"clips": -1}, "--clips"),
+        ({"seed": -1}, "--seed"),
+    ],
+)
+def test_the_plan_refuses_bad_settings(pipe, setting: dict, match: str) -> None:
+    with pytest.raises(SviError, match=match):
+        pipe.plan(GenerationConfig(**setting), ["x"])
+
+
+def test_the_plan_resolves_every_number(pipe) -> None:
+    plan = pipe.plan(GenerationConfig(clips=4), ["x"])
+    p = pipe.bundle.preset
+    assert (plan.steps, plan.cfg, plan.shift, plan.padding) == (p.steps, p.cfg, p.shift, p.padding)
+    assert plan.motion_frames == plan.carried_frames == p.motion_frames
+    assert plan.total_frames == 4 * (p.num_frames - plan.carried_frames) + plan.carried_frames
+    assert pipe.plan(GenerationConfig(clips=0), ["x"]).total_frames is None
+    other = pipe.plan(GenerationConfig(clips=4, steps=3), ["x"])
+    assert plan.differences(other) == ["steps"]
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 1e30])
+def test_absurd_lora_strength_is_refused(pipe, tmp_path: Path, scale: float) -> None:
+    from svi.lora import save_lora
+
+    path = save_lora(tmp_path / "l.safetensors", random_lora(pipe.bundle.transformer), form="wan")
+    before = {k: v.clone() for k, v in pipe.bundle.transformer.state_dict().items()}
+    with pytest.raises(SviError, match="strength"):
+        pipe.load_lora(path, scale)
+    after = pipe.bundle.transformer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing merged
+
+
+def test_lora_with_nan_weights_is_refused(pipe, tmp_path: Path) -> None:
+    from svi.lora import save_lora
+
+    sd = random_lora(pipe.bundle.transformer)
+    next(iter(sd.values()))[0, 0] = float("nan")
+    path = save_lora(tmp_path / "nan.safetensors", sd, form="diffusers")
+    with pytest.raises(SviError, match="not finite"):
+        pipe.load_lora(path)

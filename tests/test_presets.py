@@ -11,7 +11,7 @@ import torch
 from svi.checkpoint import load_checkpoint
 from svi.errors import SviError
 from svi.models.bundle import build_world_transformer, load_bundle
-from svi.models.presets import PRESETS, get_preset
+from svi.models.presets import PRESETS, ModelPreset, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -23,6 +23,17 @@ def test_presets_are_consistent(name: str) -> None:
     assert p.steps >= 1 and p.shift > 0 and p.fps > 0
     if p.family == "wan":
         assert p.wan_variant == name and (p.num_frames - 1) % 4 == 0 and p.mask == "first"
+
+
+def test_stored_presets_round_trip_and_older_files_still_load() -> None:
+    p = get_preset("world-tiny")
+    assert ModelPreset.from_dict(p.to_dict()) == p
+    older = {**p.to_dict(), "lora_rank": 16, "lora_alpha": 16}  # retired fields, still stored
+    assert ModelPreset.from_dict(older) == p
+    with pytest.raises(TypeError):
+        ModelPreset.from_dict({**p.to_dict(), "lora_rnak": 16})
+    with pytest.raises(TypeError):
+        ModelPreset.from_dict(["world-tiny"])  # type: ignore[arg-type]
 
 
 def test_world_tiny_is_a_wan_transformer_with_i2v_channels() -> None:

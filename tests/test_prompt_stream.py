@@ -1,4 +1,4 @@
-"""Tests for the prompt-stream readers in svi.video_io (Python list, text, JSON, YAML)."""
+"""Tests for svi.prompt_stream: the prompt-stream readers (Python list, text, JSON, YAML)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from svi.errors import SviError
-from svi.video_io import parse_prompt_stream, read_prompt_stream
+from svi.prompt_stream import parse_prompt_stream, read_prompt_stream
 
 PYTHON_FORM = """\
 # Prompts for the kitten story.

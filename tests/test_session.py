@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import pytest
 from svi import session
 from svi.cli import main
 from svi.errors import SviError
+from svi.plan import GenerationConfig
 from svi.session import GenerateRequest, manifest_path, run_generate, state_dir
-from svi.video_io import VideoWriter, read_video
+from svi.video import VideoWriter, read_video
 from world_fixtures import build_tiny_world_model
 
 
@@ -26,8 +28,15 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_world_model(tmp_path_factory.mktemp("model") / "tiny")
 
 
+def _split(kw: dict) -> dict:
+    """Generation settings go into the request's GenerationConfig."""
+    names = {f.name for f in fields(GenerationConfig)} - {"clips"}
+    config = GenerationConfig(**{k: kw.pop(k) for k in list(kw) if k in names})
+    return {**kw, "config": config}
+
+
 def _request(model: Path, out: Path, **kw) -> GenerateRequest:
-    return GenerateRequest(out=out, model=str(model), progress=False, lossless=True, **kw)
+    return GenerateRequest(out=out, model=str(model), progress=False, lossless=True, **_split(kw))
 
 
 def test_generate_writes_video_and_manifest(model: Path, tmp_path: Path) -> None:
@@ -114,10 +123,14 @@ def test_resume_refuses_other_arguments(model: Path, tmp_path: Path, monkeypatch
         _crash_after(m, 2)
         with pytest.raises(RuntimeError):
             run_generate(_request(model, out, clips=4))
-    with pytest.raises(SviError, match="same arguments"):
-        run_generate(_request(model, out, clips=4, seed=9, resume=True))
-    with pytest.raises(SviError, match="nothing to resume"):
-        run_generate(_request(model, tmp_path / "none.mp4", clips=4, resume=True))
+    cases = [({"seed": 9}, "changed: plan.seed$"), ({"clips": 6}, "plan.clips, plan.total_frames"),
+             ({"steps": 1}, "plan.steps"), ({"prompt": "other"}, "changed: prompts$"),
+             ({"handoff": "latent"}, "plan.handoff")]  # fmt: skip
+    for change, named in cases:
+        with pytest.raises(SviError, match=named):
+            run_generate(_request(model, out, **{"clips": 4, **change, "resume": True}))
+    fresh = run_generate(_request(model, tmp_path / "none.mp4", clips=1, resume=True))
+    assert fresh["status"] == "complete"  # nothing on disk to resume: --resume just starts
 
 
 def _cli_error(capsys, argv: list[str]) -> str:
@@ -125,6 +138,20 @@ def _cli_error(capsys, argv: list[str]) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     return err[0]
+
+
+def test_no_lora_is_a_flag_without_a_negated_twin(capsys) -> None:
+    from typer.testing import CliRunner
+
+    from svi.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--no-lora" in result.output
+    assert "--no-no-lora" not in result.output
+    assert "--lossless" in result.output and "--no-lossless" in result.output  # others keep both
+    assert main(["generate", "--no-no-lora"]) == 2  # unknown option: a usage error
+    assert "--no-no-lora" in capsys.readouterr().err
 
 
 def test_bad_inputs_give_one_line_and_exit_2(model: Path, tmp_path: Path, capsys) -> None:
@@ -177,13 +204,15 @@ def test_forever_stops_cleanly_on_ctrl_c(model: Path, tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stdout
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr  # what shells expect after Ctrl-C
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["status"] == "interrupted"
     n = len(manifest["clips"])
+    assert stderr == f"error: interrupted (SIGINT): wrote {n} clips to {out}; --resume continues\n"
     assert n >= 3 and len(read_video(out)) == n * 3 + 2 == manifest["frames_written"]
-    assert not VideoWriter.partial_path_for(out).exists() and not state_dir(out).exists()
+    assert not VideoWriter.partial_path_for(out).exists()
+    assert [p.name for p in state_dir(out).iterdir()] == [f"after-clip-{n - 1:06d}.safetensors"]
 
 
 def test_per_clip_files(model: Path, tmp_path: Path) -> None:
@@ -197,15 +226,17 @@ def test_per_clip_files(model: Path, tmp_path: Path) -> None:
 def test_embedded_model_runs_without_arguments(tmp_path: Path) -> None:
     """The README's main command path: the embedded world-tiny model and a world start."""
     out = tmp_path / "demo.mp4"
-    manifest = run_generate(GenerateRequest(out=out, clips=2, steps=2, progress=False))
+    manifest = run_generate(
+        GenerateRequest(out=out, **_split({"clips": 2, "steps": 2}), progress=False)
+    )
     assert manifest["inputs"]["preset"] == "world-tiny"
     assert len(read_video(out)) == 2 * 3 + 2
     (lora,) = manifest["inputs"]["loras"]  # the shipped ERFT LoRA, with its trained format
     assert lora["path"].endswith("svi_lora.safetensors") and lora["modules"] == 40
-    assert lora["padding"] == "anchor" == manifest["inputs"]["config"]["padding"]
-    plain = run_generate(GenerateRequest(out=tmp_path / "p.mp4", clips=1, steps=2,
+    assert lora["padding"] == "anchor" == manifest["inputs"]["plan"]["padding"]
+    plain = run_generate(GenerateRequest(out=tmp_path / "p.mp4", **_split({"clips": 1, "steps": 2}),
                                          no_lora=True, progress=False))  # fmt: skip
-    assert plain["inputs"]["loras"] == [] and plain["inputs"]["config"]["padding"] is None
+    assert plain["inputs"]["loras"] == [] and plain["inputs"]["plan"]["padding"] == "last"
 
 
 def test_a_model_folder_lora_is_loaded_by_default(tmp_path: Path) -> None:

@@ -164,6 +164,52 @@ def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path) -> Non
     assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
+def test_augment_resume_is_exact(tiny_base: Path, tmp_path: Path, monkeypatch) -> None:
+    """Handcrafted augmentation draws from the loop's checkpointed generator: resume is exact."""
+    import svi.train
+    from svi.config import AugmentConfig
+
+    calls: list[float] = []  # per step: how much y was degraded
+    original = svi.train.augment_y
+
+    def counted(y, config, gen):
+        out = original(y, config, gen)
+        calls.append(float((out.y - y).abs().sum()))
+        return out
+
+    monkeypatch.setattr(svi.train, "augment_y", counted)
+    full, part = tmp_path / "full", tmp_path / "part"
+    aug = AugmentConfig(p_clean=0.0, p_blur=1.0, p_noise=1.0, p_colour=1.0)
+    cfg = _lora_config(False, str(tiny_base), augment=aug)  # 4 steps, checkpoint at 2
+    train(cfg, full, progress=False)
+    assert len(calls) == 4 and all(c > 0 for c in calls)  # every step degraded y
+    train(TrainConfig(**{**cfg.__dict__, "steps": 2}), part, progress=False)
+    (part / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
+    train(cfg, part, resume=True, progress=False)
+    assert calls[4:] == calls[:4]  # the same degradations, before and after the resume
+    a = load_file(str(full / "final" / "svi_lora.safetensors"))
+    b = load_file(str(part / "final" / "svi_lora.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x)["loss"] for x in (r / "log.jsonl").open()] for r in (full, part)]
+    assert losses[0] == losses[1]
+    saved = json.loads((full / "config.json").read_text(encoding="utf-8"))
+    assert saved["augment"]["p_blur"] == 1.0 and saved["erft"] is None
+
+
+def test_resume_accepts_a_run_config_written_before_a_key_existed(tmp_path: Path) -> None:
+    """A run started before ``augment`` existed (its config.json lacks the key) resumes."""
+    from svi.train import _write_config
+
+    stored = SMALL.to_dict()
+    del stored["augment"]
+    (tmp_path / "config.json").write_text(json.dumps(stored, indent=1), encoding="utf-8")
+    _write_config(tmp_path, SMALL, resume=True)  # no error: the missing key is its default
+    stored["steps"] = 99
+    (tmp_path / "config.json").write_text(json.dumps(stored, indent=1), encoding="utf-8")
+    with pytest.raises(SviError, match="differs"):
+        _write_config(tmp_path, SMALL, resume=True)
+
+
 def test_two_processes_share_errors_so_banks_agree(tiny_base: Path, tmp_path: Path) -> None:
     """torchrun with 2 CPU processes (gloo): with share_errors=always both banks match."""
     import os
@@ -211,3 +257,44 @@ def test_training_from_a_dataset_folder(tmp_path: Path) -> None:
     cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2, "data": DataConfig(source=str(root))})
     final = train(cfg, tmp_path / "run", progress=False)
     assert (final / "transformer" / "config.json").exists()
+
+
+@pytest.mark.parametrize("crash_at", [4, 6])
+def test_resumed_logs_equal_an_uninterrupted_runs_logs(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    """A run that crashed between logging and checkpointing, resumed, leaves log.jsonl and
+    banks.jsonl line for line as a run that never stopped (timing fields aside): lines
+    after the checkpoint are dropped and the losses not yet logged come back with it."""
+    import svi.train
+
+    cfg = _lora_config(True, str(tiny_base), steps=6, checkpoint_every=2, log_every=3)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(cfg, full, progress=False)
+    real = svi.train._checkpoint
+
+    def crash(accelerator, out, step, *args, **kwargs):
+        if step == crash_at:
+            raise RuntimeError("simulated crash")
+        real(accelerator, out, step, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(svi.train, "_checkpoint", crash)
+        with pytest.raises(RuntimeError, match="simulated"):
+            train(cfg, part, progress=False)
+    train(cfg, part, resume=True, progress=False)
+
+    def lines(run: Path, name: str) -> list[dict]:
+        """The records without what belongs to the process, not the run: timing, and the
+        banks' allocated bytes (their growth slack differs after a restore)."""
+        records = [json.loads(x) for x in (run / name).read_text(encoding="utf-8").splitlines()]
+        for r in records:
+            for key in ("steps_per_s", "elapsed_s", "noise", "video"):
+                value = r.pop(key, None)
+                if isinstance(value, dict):
+                    r[key] = {k: v for k, v in value.items() if k != "bytes"}
+        return records
+
+    for name in ("log.jsonl", "banks.jsonl"):
+        assert lines(part, name) == lines(full, name), name
+    assert [r["step"] for r in lines(full, "log.jsonl")] == [3, 6]

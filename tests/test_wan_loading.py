@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from svi import flow
 from svi.errors import SviError
 from svi.models.codec import WanVAECodec
 from svi.models.text import UMT5TextEncoder
@@ -19,6 +20,7 @@ from svi.models.wan import (
     load_wan_folder,
     validate_wan_folder,
 )
+from svi.sampling import Experts
 from wan_fixtures import CLIP_DIM, CLIP_TOKENS, TEXT_DIM, VARIANTS, build_tiny_wan_folder
 
 
@@ -103,14 +105,19 @@ def test_load_without_expect_detects(folders):
 
 
 def test_a14b_expert_switch_follows_the_pipeline(folders):
+    def expert_for(comps, timestep: float):  # timestep = 1000 * sigma, as the pipeline's t
+        experts = Experts(comps.transformer, comps.transformer_2, comps.boundary_ratio)
+        sigma = torch.tensor([timestep], dtype=torch.float64) / flow.NUM_TRAIN_TIMESTEPS
+        return experts.model_for(sigma)
+
     comps = load_wan_folder(folders["wan2.2-i2v-a14b"])
     high, low = comps.transformer, comps.transformer_2
-    assert comps.expert_for(999.0) is high
-    assert comps.expert_for(900.0) is high  # t >= boundary_ratio * 1000 -> high-noise expert
-    assert comps.expert_for(899.9) is low
-    assert comps.expert_for(0.0) is low
+    assert expert_for(comps, 999.0) is high
+    assert expert_for(comps, 900.0) is high  # t >= boundary_ratio * 1000 -> high-noise expert
+    assert expert_for(comps, 899.9) is low
+    assert expert_for(comps, 0.0) is low
     single = load_wan_folder(folders["wan2.1-i2v-14b-480p"])
-    assert single.expert_for(10.0) is single.transformer
+    assert expert_for(single, 10.0) is single.transformer
 
 
 def test_480p_and_720p_share_a_layout(folders):

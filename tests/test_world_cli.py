@@ -38,7 +38,7 @@ def test_render_writes_every_file(kind, tmp_path):
 
 
 def test_rendered_video_decodes_to_the_frames(tmp_path):
-    from svi.video_io import read_video
+    from svi.video import read_video
 
     assert (
         main(["world", "render", "--kind", "consistent", "--seconds", "1", "--out", str(tmp_path)])

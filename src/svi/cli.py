@@ -19,7 +19,7 @@ try:  # typer >= 0.26 vendors click
 except ImportError:  # pragma: no cover - older typer with click as a dependency
     from click import exceptions as click_exc
 
-from svi.errors import SviError
+from svi.errors import SviError, escape_controls, one_line
 
 log = logging.getLogger("svi")
 
@@ -30,8 +30,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-_state = {"verbose": False}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -46,11 +44,18 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines never carry terminal control codes (a prompt file may hold any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
+
+
 def setup_logging(verbose: bool) -> None:
     """Route library logging to stderr: warnings by default, everything with ``--verbose``."""
     level = logging.DEBUG if verbose else logging.WARNING
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("svi")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -61,7 +66,6 @@ def setup_logging(verbose: bool) -> None:
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
 ) -> None:
-    _state["verbose"] = verbose
     setup_logging(verbose)
 
 
@@ -119,25 +123,31 @@ def generate(
     preset: str | None = typer.Option(None, help="Preset of a Wan folder (default: detected)."),
     lora: list[Path] = typer.Option([], help="LoRA file (any key form); repeatable."),
     lora_scale: list[float] = typer.Option([], help="Strength per --lora (default 1.0)."),
-    no_lora: bool = typer.Option(False, help="Do not load the embedded model's default LoRA."),
-    image: Path | None = typer.Option(None, help="Start image (any picture; fitted to size)."),
+    no_lora: bool = typer.Option(
+        False, "--no-lora", help="Do not load the embedded model's default LoRA."
+    ),
+    image: Path | None = typer.Option(
+        None, dir_okay=False, help="Start image (any picture; fitted to size)."
+    ),
     prompt: str | None = typer.Option(None, help="One prompt for every clip."),
     prompts: Path | None = typer.Option(None, help="Prompt stream file: one prompt per clip."),
-    first_prompt_only: bool = typer.Option(False, help="Use only the stream's first prompt."),
+    first_prompt_only: bool | None = typer.Option(
+        None, "--first-prompt-only", help="Use only the stream's first prompt."
+    ),
     clips: int | None = typer.Option(None, help="Number of clips (0 = until Ctrl-C)."),
     seconds: float | None = typer.Option(None, help="Length in seconds."),
     frames: int | None = typer.Option(None, help="Length in frames."),
     forever: bool = typer.Option(False, help="Run until interrupted; Ctrl-C finalises."),
     motion_frames: int | None = typer.Option(None, help="Frames carried to the next clip."),
     padding: str | None = typer.Option(None, help="anchor | zeros | last."),
-    handoff: str = typer.Option("pixel", help="pixel (SVI 1.0) | latent (SVI 2.0 Pro)."),
+    handoff: str | None = typer.Option(None, help="pixel (SVI 1.0, default) | latent (2.0 Pro)."),
     steps: int | None = typer.Option(None, help="Sampler steps per clip."),
     cfg: float | None = typer.Option(None, help="Text guidance scale."),
     height: int | None = typer.Option(None, help="Clip height (Wan models; default preset)."),
     width: int | None = typer.Option(None, help="Clip width (Wan models; default preset)."),
     num_frames: int | None = typer.Option(None, help="Frames per clip, 4k+1 (Wan models)."),
     negative_prompt: str | None = typer.Option(None, help="Negative prompt for CFG."),
-    seed: int = typer.Option(0, help="Base seed; clip k uses seed + k * 7919."),
+    seed: int | None = typer.Option(None, help="Base seed (default 0); clip k: seed + k * 7919."),
     fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),
     world_kind: str = typer.Option("consistent", help="World scene kind of the default start."),
     world_seed: int | None = typer.Option(None, help="World scene seed of the default start."),
@@ -149,9 +159,14 @@ def generate(
 ) -> None:
     """Generate a long video clip by clip (no arguments: a 32 s world video)."""
     args = dict(locals())
+    from svi.plan import GenerationConfig
     from svi.session import GenerateRequest, run_generate
 
-    manifest = run_generate(GenerateRequest(**args))
+    setting_names = ("motion_frames", "padding", "handoff", "steps", "cfg", "seed",
+                     "negative_prompt", "first_prompt_only")  # fmt: skip
+    settings = {k: args.pop(k) for k in setting_names}
+    config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
+    manifest = run_generate(GenerateRequest(**args, config=config))
     typer.echo(f"{out}: {manifest['frames_written']} frames, {len(manifest['clips'])} clips, "
                f"{manifest['status']}")  # fmt: skip
 
@@ -159,19 +174,24 @@ def generate(
 @app.command()
 def sample(
     out: Path = typer.Option(Path("clip.mp4"), help="Output mp4 of one clip."),
-    image: Path | None = typer.Option(None, help="Start image (default: a world scene)."),
+    image: Path | None = typer.Option(
+        None, dir_okay=False, help="Start image (default: a world scene)."
+    ),
     prompt: str | None = typer.Option(None, help="Prompt (default: the world scene's)."),
     model: str | None = typer.Option(None, help="Preset name, world model dir or Wan folder."),
-    seed: int = typer.Option(0, help="Noise seed."),
+    seed: int | None = typer.Option(None, help="Noise seed (default 0)."),
     steps: int | None = typer.Option(None, help="Sampler steps."),
     cfg: float | None = typer.Option(None, help="Text guidance scale."),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),
 ) -> None:
     """Generate ONE clip (the single-clip sampler of the base model, no chaining)."""
+    from svi.plan import GenerationConfig
     from svi.session import GenerateRequest, run_generate
 
-    request = GenerateRequest(out=out, image=image, prompt=prompt, model=model, seed=seed,
-                              steps=steps, cfg=cfg, clips=1, overwrite=overwrite, no_lora=True,
+    settings = {"seed": seed, "steps": steps, "cfg": cfg}
+    config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
+    request = GenerateRequest(out=out, image=image, prompt=prompt, model=model, config=config,
+                              clips=1, overwrite=overwrite, no_lora=True,
                               progress=False)  # fmt: skip
     manifest = run_generate(request)
     typer.echo(f"{out}: {manifest['frames_written']} frames")
@@ -199,6 +219,8 @@ def bench_first_clip(
     from svi.models.bundle import load_bundle
     from svi.world import split_seeds
 
+    if scenes < 1:
+        raise SviError(f"--scenes must be >= 1, got {scenes}")
     report = evaluate_first_clip(load_bundle(model), split_seeds(split, scenes), kind=kind,
                                  steps=steps, shift=shift, cfg=cfg).to_dict()  # fmt: skip
     text = json.dumps(report, indent=1)
@@ -230,39 +252,114 @@ def bench_curve(
 @bench_app.command("drift")
 def bench_drift(
     model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
-    lora: list[str] = typer.Option([], help="LABEL=PATH[:SCALE] LoRA variant; repeatable."),
-    base: bool = typer.Option(True, help="Include the base model without LoRA."),
+    contenders: Path | None = typer.Option(
+        None, help="TOML file of contenders (see benchmarks/contenders.toml)."
+    ),
+    only: str | None = typer.Option(None, help="Comma-separated contender names to run."),
+    lora: list[str] = typer.Option([], help="LABEL=PATH[:SCALE] LoRA contender; repeatable."),
+    base: bool = typer.Option(True, help="Include base chaining (no LoRA) when no file is given."),
     clips: int = typer.Option(50, help="Clips per rollout."),
-    scenes: int = typer.Option(8, help="Held-out scenes."),
-    split: str = typer.Option("val", help="val | test."),
-    kind: str = typer.Option("consistent", help="World kind."),
-    padding: str | None = typer.Option(None, help="anchor | zeros | last (default: preset)."),
-    out: Path = typer.Option(Path("docs/figures/drift"), help="Output stem (.json, .png, .md)."),
+    scenes: int = typer.Option(8, help="Held-out scenes (32+ on test for published figures)."),
+    split: str = typer.Option("val", help="val (tuning) | test (published figures)."),
+    kind: str = typer.Option("consistent", help="consistent | creative."),
+    padding: str | None = typer.Option(None, help="Padding of LoRA-less contenders."),
+    jobs: int = typer.Option(1, help="Worker processes (threads are split between them)."),
+    features: bool = typer.Option(True, help="Score world-feature consistency."),
+    focus: str | None = typer.Option(None, help="Group compared against the others."),
+    out: Path | None = typer.Option(
+        None, help="Output stem (.json .md .png); default svi-bench/drift-SPLIT-KIND."
+    ),
+    cache: Path | None = typer.Option(None, help="Per-scene cache dir (default: beside out)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Drift of long rollouts per clip: base model vs LoRA variants, on held-out scenes."""
-    import json
-
-    from svi.bench.drift import compare, markdown_table, plot_drift
+    """Drift of long rollouts per clip vs ground truth, with CIs over scenes."""
+    from svi.bench.drift import Contender, load_contenders, parse_lora_option, run_drift
+    from svi.bench.report import markdown, write_report
     from svi.pipeline import GenerationConfig
     from svi.world import split_seeds
 
-    variants: dict[str, tuple[str | None, float]] = {"base": (None, 1.0)} if base else {}
-    for item in lora:
-        label, sep, rest = item.partition("=")
-        if not sep:
-            raise SviError(f"--lora {item!r} must be LABEL=PATH[:SCALE]")
-        path, _, scale = rest.partition(":")
-        variants[label] = (path, float(scale) if scale else 1.0)
+    if split not in ("val", "test"):
+        raise SviError(f"--split must be 'val' (tuning) or 'test' (published), got {split!r}")
+    if kind not in ("consistent", "creative"):
+        raise SviError(f"--kind must be consistent or creative, got {kind!r}")
+    if scenes < 1 or clips < 1 or jobs < 1:
+        raise SviError("--scenes, --clips and --jobs must be >= 1")
+    entries = load_contenders(contenders) if contenders else []
+    if not contenders and base:
+        entries.append(Contender("base"))
+    entries += [parse_lora_option(item) for item in lora]
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        missing = sorted(set(wanted) - {c.name for c in entries})
+        if missing:
+            raise SviError(f"--only names unknown contenders: {', '.join(missing)}")
+        entries = [c for c in entries if c.name in wanted]
+    if not entries:
+        raise SviError("no contenders: give --contenders, --lora or --base")
+    out = out or Path("svi-bench") / f"drift-{split}-{kind}"
     config = GenerationConfig(padding=padding)
-    results = compare(model, variants, split_seeds(split, scenes), clips, kind=kind, config=config)
+    run = run_drift(model, entries, split_seeds(split, scenes), clips, kind=kind, split=split,
+                    config=config, cache_dir=cache or out.parent / "cache", jobs=jobs,
+                    use_features=features, progress=progress)  # fmt: skip
+    report = write_report(run, config, out, focus)
+    typer.echo(markdown(report, focus))
+    typer.echo(f"written: {out.with_suffix('.json')}, .md, .png")
+
+
+@bench_app.command("errors")
+def bench_errors(
+    checkpoint: Path = typer.Option(..., help="An ERFT run's checkpoint folder (with banks)."),
+    model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
+    lora: Path | None = typer.Option(None, help="LoRA of the rollouts (default: none)."),
+    scenes: int = typer.Option(8, help="Validation scenes."),
+    clips: int = typer.Option(20, help="Clips per rollout."),
+    split: str = typer.Option("val", help="val | test."),
+    kind: str = typer.Option("consistent", help="consistent | creative."),
+    padding: str | None = typer.Option(None, help="Conditioning padding (default: the LoRA's)."),
+    out: Path = typer.Option(Path("svi-bench/errors"), help="Output stem (.json .md .png)."),
+) -> None:
+    """Recycled errors (the banks) vs the errors met at generation time (rollouts)."""
+    import json
+
+    from svi.bench.errors import bank_table, markdown, plot, rollout_table
+    from svi.pipeline import GenerationConfig, SVIPipeline
+    from svi.world import split_seeds
+
+    if scenes < 1 or clips < 1:
+        raise SviError("--scenes and --clips must be >= 1")
+    bank = bank_table(checkpoint)
+    pipe = SVIPipeline.from_pretrained(model)
+    if lora is not None:
+        pipe.load_lora(lora)
+    config = GenerationConfig(padding=padding or pipe.lora_padding())
+    rollout = rollout_table(pipe, split_seeds(split, scenes), clips, config, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = [{"name": r.name, "summary": r.summary(), "curves": r.curves,
-                "last_per_scene": r.per_scene_last} for r in results]  # fmt: skip
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    plot_drift(results, out.with_suffix(".png"))
-    table = markdown_table(results)
-    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    report = {"checkpoint": str(checkpoint), "lora": str(lora), "split": split,
+              "bank": bank, "rollout": rollout}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    table = markdown(bank, rollout)
+    out.with_suffix(".md").write_text(table, encoding="utf-8")
+    plot(bank, rollout, out.with_suffix(".png"))
     typer.echo(table)
+
+
+@bench_app.command("video")
+def bench_video(
+    file: Path = typer.Argument(..., help="Any video file (mp4, webm, gif, ...)."),
+    stride: int | None = typer.Option(
+        None, help="New frames per clip (F - M for svi output); default: detect seams."
+    ),
+    grid: int = typer.Option(16, help="Patch-grid period in pixels (Wan: 16; world: 4)."),
+    features: bool = typer.Option(True, help="World-feature consistency (world content)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Metrics of any video without ground truth: drift, grid, motion, seams, flicker."""
+    import json
+
+    from svi.bench.video import analyse_video, text_table
+
+    report = analyse_video(file, stride=stride, grid=grid, features=features)
+    typer.echo(json.dumps(report, indent=1) if json_out else text_table(report))
 
 
 def _preset_names() -> list[str]:
@@ -286,33 +383,73 @@ _register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, map errors to one line and exit code 2."""
+    """Console entry point: run the app; every failure ends as ONE line on stderr.
+
+    ``error: ...`` and exit 2 for bad input or the environment (:class:`SviError`, bad
+    options, OS errors such as a full disk, damaged JSON/TOML/safetensors files), exit 1
+    for a bug (with a request to report it), 130/143 for SIGINT/SIGTERM (the run
+    finalised what it had). ``--verbose`` re-raises for the traceback.
+    """
+    from svi.interrupts import Interrupted, ignore_signals, raising
+
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
     try:
-        app(args=argv, prog_name="svi", standalone_mode=False)
-    except typer.Exit as exc:
+        with raising():
+            try:
+                code = app(args=argv, prog_name="svi", standalone_mode=False)
+            except Interrupted as exc:
+                ignore_signals()
+                _error(str(exc))
+                return exc.exit_code
+            except click_exc.NoArgsIsHelpError as exc:
+                typer.echo(exc.ctx.get_help() if exc.ctx else "")
+                return 0
+            except typer.Abort:
+                _error("aborted")
+                return 130
+            except Exception as exc:
+                if verbose:
+                    raise
+                code, message = _failure(exc)
+                _error(message)
+                return code
+    except Interrupted as exc:  # a second signal while the first was being reported
         return exc.exit_code
-    except typer.Abort:
-        typer.echo("error: aborted", err=True)
-        return 130
-    except click_exc.NoArgsIsHelpError as exc:
-        typer.echo(exc.ctx.get_help() if exc.ctx else "")
-        return 0
-    except click_exc.ClickException as exc:  # bad arguments or options
-        if verbose:
-            raise
-        typer.echo(f"error: {exc.format_message()}", err=True)
-        return 2
-    except SviError as exc:
-        if verbose:
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        return 130
-    return 0
+    return code if isinstance(code, int) else 0  # typer returns the code of a typer.Exit
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {one_line(message)}", err=True)
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """Exit code and message of an exception: 2 for input or environment, 1 for a bug."""
+    import json
+
+    from safetensors import SafetensorError
+
+    from svi.config import tomllib  # the stdlib module, or tomli on Python 3.10
+
+    if isinstance(exc, SviError):
+        return 2, str(exc)
+    if isinstance(exc, click_exc.ClickException):  # bad arguments or options
+        return 2, exc.format_message()
+    if isinstance(exc, OSError):  # no such file, permission denied, disk full, ...
+        names = [os.fsdecode(n) for n in (exc.filename, exc.filename2) if n is not None]
+        return 2, ": ".join([exc.strerror or str(exc), *names])
+    if isinstance(exc, json.JSONDecodeError):
+        return 2, f"damaged JSON ({exc})"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return 2, f"damaged TOML ({exc})"
+    if isinstance(exc, UnicodeDecodeError):
+        return 2, f"a text file is not UTF-8 ({exc})"
+    if isinstance(exc, SafetensorError):
+        return 2, f"damaged safetensors file ({exc})"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return 2, f"out of memory ({exc})" if str(exc) else "out of memory"
+    return 1, (f"internal error ({type(exc).__name__}: {exc}); "
+               "please report it with --verbose output")  # fmt: skip
 
 
 if __name__ == "__main__":

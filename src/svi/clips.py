@@ -19,6 +19,7 @@ import torch
 from rich.progress import Progress
 
 from svi.errors import SviError
+from svi.pixels import to_signed
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ class ClipBatch:
     frames: torch.Tensor  # (B, 3, F, H, W) in [-1, 1]
     anchors: torch.Tensor  # (B, 3, H, W) in [-1, 1], a frame from outside the window
     prompts: list[str]
-
-
-def to_signed(frames_uint8: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(frames_uint8)).float().div_(127.5).sub_(1.0)
-    return t.movedim(-1, -3)
 
 
 class WorldClips:
@@ -106,7 +101,7 @@ class FolderClips:
 
     def _video(self, index: int) -> np.ndarray:
         from svi.starts import fit_image
-        from svi.video_io import read_video
+        from svi.video import read_video
 
         if index in self._videos:
             self._videos[index] = self._videos.pop(index)  # most recently used last
@@ -133,9 +128,3 @@ class FolderClips:
             prompts.append(stream[min((start + motion_frames) * len(stream) // t, len(stream) - 1)])
         video = to_signed(np.stack(clips)).movedim(1, 2)  # (B, 3, F, H, W)
         return ClipBatch(frames=video, anchors=to_signed(np.stack(anchors)), prompts=prompts)
-
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(B, 3, F, H, W) in [-1, 1] -> uint8 (B, F, H, W, 3), rounded."""
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 4, 1).cpu().numpy()

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from svi.errors import SviError
 
-MASK_CHANNELS = 4
+MASK_CHANNELS = 4  # y = [4 mask channels, C latent channels] (SVI_SPEC section 2)
 
 
 class _Encoder(Protocol):

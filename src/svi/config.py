@@ -10,11 +10,16 @@ A recipe is a TOML file whose tables mirror these dataclasses::
     lr = 1e-3
 
 Unknown keys are errors (a typo must not silently train something else).
+
+``extends = "other.toml"`` (a path relative to the recipe) starts from another recipe:
+its tables are merged key by key with this file's, this file winning. The other recipe
+may extend a third one; a cycle or a missing file is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -42,6 +47,14 @@ class DataConfig:
     mask: str = "motion"  # first (SVI: latent frame 0) | motion (all motion frames)
     text_dropout: float = 0.1  # empty prompt with this probability (for CFG)
 
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            raise SviError("data.kinds must name at least one world kind")
+        for name in ("pool_size", "episode_frames", "motion_frames"):
+            _positive_int(getattr(self, name), f"data.{name}")
+        for name in ("p_single_frame", "text_dropout"):
+            _probability(getattr(self, name), f"data.{name}")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -52,6 +65,21 @@ class OptimConfig:
     schedule: str = "cosine"  # constant | cosine (after warm-up)
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        lr = _number(self.lr, "optim.lr")
+        if not (math.isfinite(lr) and lr > 0):
+            raise SviError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        for name in ("weight_decay", "min_lr_ratio", "grad_clip"):
+            v = _number(getattr(self, name), f"optim.{name}")
+            if not (math.isfinite(v) and v >= 0):
+                raise SviError(f"optim.{name} must be finite and >= 0, got {v}")
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or (self.warmup_steps < 0)
+        ):
+            raise SviError(f"optim.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +101,61 @@ class ErftConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Handcrafted degradations of y's conditioning frames (paper Table 6 baseline).
+
+    The contender to ERFT's image error: blur, Gaussian noise and colour jitter on the
+    same slice ``y[:, 4:, :frames]`` (see :mod:`svi.erft.augment`). Strengths are maxima;
+    each is drawn uniformly up to its maximum. Units are those of y's latent part:
+    [-1, 1] pixels for the world model, normalised VAE latents for Wan.
+    """
+
+    p_blur: float = 0.5
+    blur_sigma: float = 1.5  # max Gaussian sigma, in (latent) pixels
+    p_noise: float = 0.5
+    noise_std: float = 0.3  # max std of the additive Gaussian noise
+    p_colour: float = 0.5
+    brightness: float = 0.15  # max offset shared by all channels
+    colour_shift: float = 0.15  # max extra offset per channel
+    contrast: float = 0.3  # max relative contrast change: factor in [1 - c, 1 + c]
+    p_clean: float = 0.2  # probability that a sample gets none (as ERFT's p_clean)
+    frames: int = 3  # k first latent frames of y (as ERFT's image_error_frames)
+
+    def __post_init__(self) -> None:
+        for name in ("p_blur", "p_noise", "p_colour", "p_clean"):
+            p = _number(getattr(self, name), f"augment.{name}")
+            if not 0.0 <= p <= 1.0:
+                raise SviError(f"augment.{name} must be in [0, 1], got {p}")
+        for name in ("blur_sigma", "noise_std", "brightness", "colour_shift", "contrast"):
+            v = _number(getattr(self, name), f"augment.{name}")
+            if not (math.isfinite(v) and v >= 0.0):
+                raise SviError(f"augment.{name} must be finite and >= 0, got {v}")
+        if self.contrast > 1.0:
+            raise SviError(f"augment.contrast must be <= 1 (factor >= 0), got {self.contrast}")
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
+            raise SviError(f"augment.frames must be an integer >= 1, got {self.frames!r}")
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SviError(f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _probability(value: Any, where: str) -> float:
+    p = _number(value, where)
+    if not 0.0 <= p <= 1.0:
+        raise SviError(f"{where} must be in [0, 1], got {value}")
+    return p
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SviError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     preset: str = "world-tiny"
     init: str | None = None  # start weights: None (random, base training), "embedded", or a dir
@@ -85,11 +168,31 @@ class TrainConfig:
     lora_rank: int | None = None  # None = train the whole DiT; else a peft LoRA
     lora_alpha: int | None = None
     erft: ErftConfig | None = None
+    augment: AugmentConfig | None = None  # handcrafted baseline; excludes erft
     checkpoint_every: int = 500
     log_every: int = 25
     keep_last: int = 2
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_last"):
+            _positive_int(getattr(self, name), name)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise SviError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.lora_rank is not None:
+            _positive_int(self.lora_rank, "lora_rank")
+        if self.shift is not None:
+            shift = _number(self.shift, "shift")
+            if not (math.isfinite(shift) and shift > 0):
+                raise SviError(f"shift must be a finite number > 0, got {self.shift}")
+        if self.ema_decay is not None and not 0.0 <= _number(self.ema_decay, "ema_decay") < 1.0:
+            raise SviError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.erft is not None and self.augment is not None:
+            raise SviError(
+                "a recipe has [erft] (recycled errors) or [augment] (handcrafted degradations) "
+                "of the conditioning, not both: they are alternative contenders"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,15 +235,43 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
 
 
 def load_recipe(path: str | Path) -> TrainConfig:
-    """Read a TOML recipe into a :class:`TrainConfig`."""
+    """Read a TOML recipe into a :class:`TrainConfig` (following ``extends``, see module doc)."""
     path = Path(path)
+    return from_dict(TrainConfig, _recipe_data(path, ()), where=path.name)
+
+
+def _recipe_data(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The recipe's tables merged over those of the recipes it extends (``chain``: children)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if chain:
+            raise SviError(f"recipe {chain[-1]} extends {path}, which does not exist") from None
         raise SviError(f"recipe {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SviError(f"recipe {path}: {exc}") from None
-    return from_dict(TrainConfig, data, where=path.name)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise SviError(f"recipe {path}: extends must be a file name (string), got {parent!r}")
+    base = path.parent / parent
+    seen = (*chain, path)
+    if base.resolve() in {p.resolve() for p in seen}:
+        cycle = " -> ".join(str(p) for p in (*seen, base))
+        raise SviError(f"recipe {seen[0]}: extends forms a cycle: {cycle}")
+    return _merge(_recipe_data(base, seen), data)
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``child`` on top, table by table and key by key (the child wins)."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:

@@ -108,7 +108,10 @@ def timestep_weight(
 
 
 def sample_training_sigmas(
-    batch: int, generator: torch.Generator, shift: float = 5.0, num_train_timesteps: int = 1000
+    batch: int,
+    generator: torch.Generator,
+    shift: float = 5.0,
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> Tensor:
     """Draw ``batch`` sigmas uniformly from the training grid (median ~0.83 at shift 5)."""
     grid = training_sigmas(num_train_timesteps, shift)

@@ -627,6 +627,9 @@ def _free_adapter_name(transformer: nn.Module) -> str:
     return f"lora_{i}"
 
 
+MAX_STRENGTH = 100.0  # |LoRA strength| beyond this is a typo, not a setting
+
+
 def apply_lora(
     transformer: nn.Module,
     lora: str | os.PathLike[str] | Mapping[str, torch.Tensor],
@@ -643,10 +646,17 @@ def apply_lora(
     must exist in the model with matching shapes, else :class:`SviError`; nothing is
     modified when a check fails.
     """
+    if not math.isfinite(float(scale)) or abs(float(scale)) > MAX_STRENGTH:
+        raise SviError(f"LoRA strength must be finite and within +-{MAX_STRENGTH:g}, got {scale}")
     source, state_dict, alpha_of = _load_source(lora)
     entries, form, first_keys = _normalize(state_dict, alpha_of)
     if source == "<state dict>":
         source = f"<{form} state dict>"
+    for module, e in entries.items():
+        if not (
+            math.isfinite(e.scale) and torch.isfinite(e.down).all() and torch.isfinite(e.up).all()
+        ):
+            raise SviError(f"{source}: LoRA weights of {module} are not finite (NaN or inf)")
     targets = _resolve_targets(transformer, entries, first_keys, source)
     if merge:
         if adapter_name is not None:

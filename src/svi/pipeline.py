@@ -6,54 +6,32 @@ final clip's last M, so N clips give exactly ``N * (F - M) + M`` frames.
 
 Hand-off: ``"pixel"`` (SVI 1.0) decodes clip k, quantises to uint8 and re-encodes the
 carried frames; ``"latent"`` (SVI 2.0 Pro) carries the last latent frames as they
-are. With a codec of temporal factor t, M carried latent frames stand for
-``1 + t * (M - 1)`` pixel frames (Wan's causal first frame), and that number takes
-the place of M in the frame count; for the world model (t = 1) both counts agree.
+are (frame counts: :mod:`svi.plan`).
 
-Clip k uses noise seed ``seed + k * seed_stride`` (SVI: a fresh seed per clip).
+Every setting is resolved and validated once, into a :class:`GenerationPlan`
+(:meth:`SVIPipeline.plan`), before the first clip. Clip k uses noise seed
+``seed + k * seed_stride`` (SVI: a fresh seed per clip).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from svi.clips import to_signed, to_uint8
 from svi.conditioning import build_y, build_y_from_latents
 from svi.errors import SviError
 from svi.models.bundle import ModelBundle, load_bundle
+from svi.pixels import to_signed, to_uint8
+from svi.plan import GenerationConfig, GenerationPlan, resolve_plan
 from svi.sampling import clip_noise, sample_latents
 
 log = logging.getLogger(__name__)
-
-HANDOFFS = ("pixel", "latent")
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """Settings of one long generation; None means the model preset's default."""
-
-    clips: int = 10  # 0 = until interrupted
-    motion_frames: int | None = None
-    padding: str | None = None
-    handoff: str = "pixel"
-    steps: int | None = None
-    cfg: float | None = None
-    shift: float | None = None
-    seed: int = 0
-    seed_stride: int = 7919
-    negative_prompt: str | None = None
-    first_prompt_only: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -75,10 +53,6 @@ class Clip:
     carry: Carry
     seconds: float
     info: dict = field(default_factory=dict)
-
-
-def clip_seed(config: GenerationConfig, k: int) -> int:
-    return config.seed + k * config.seed_stride
 
 
 class SVIPipeline:
@@ -127,17 +101,21 @@ class SVIPipeline:
         return None
 
     # -- the clip loop ---------------------------------------------------------------
-    def motion_frames_for(self, config: GenerationConfig, prompts: list[str]) -> int:
-        p = self.bundle.preset
-        default = p.stream_motion_frames if len(set(prompts)) > 1 else p.motion_frames
-        m = config.motion_frames or default
-        if not 1 <= m < p.num_frames:
-            raise SviError(f"--motion-frames must be in 1..{p.num_frames - 1}, got {m}")
-        return m
+    def plan(
+        self, config: GenerationConfig, prompts: list[str], fps: int | None = None
+    ) -> GenerationPlan:
+        """Resolve and validate every setting of ``config`` for this model and ``prompts``
+        (:func:`svi.plan.resolve_plan`; the LoRAs' trained padding is the default)."""
+        b = self.bundle
+        patch = getattr(getattr(b.transformer, "config", None), "patch_size", None) or (1, 1, 1)
+        return resolve_plan(config, b.preset, temporal_factor=b.codec.temporal_factor,
+                            grid=b.codec.spatial_factor * int(patch[-1]),
+                            multi_prompt=len(set(prompts)) > 1 and not config.first_prompt_only,
+                            lora_padding=self.lora_padding(), fps=fps)  # fmt: skip
 
-    def prompt_for(self, prompts: list[str], k: int, config: GenerationConfig) -> str:
+    def prompt_for(self, prompts: list[str], k: int, plan: GenerationPlan) -> str:
         """Prompt k of the stream; the last one holds once the stream runs out."""
-        if config.first_prompt_only:
+        if plan.first_prompt_only:
             return prompts[0]
         return prompts[min(k, len(prompts) - 1)]
 
@@ -145,54 +123,47 @@ class SVIPipeline:
         self,
         start: np.ndarray,
         prompts: list[str],
-        config: GenerationConfig,
+        config: GenerationConfig | GenerationPlan,
         *,
         first_clip: int = 0,
         carry: Carry | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> Iterator[Clip]:
-        """Yield clips ``first_clip, first_clip + 1, ...`` (``config.clips`` in all; 0 = forever).
+        """Yield clips ``first_clip, first_clip + 1, ...`` (``clips`` in all; 0 = forever).
 
         ``start`` (M0, H, W, 3) uint8 holds the start frames; ``start[0]`` is the anchor.
-        To resume, pass the ``carry`` of clip ``first_clip - 1``.
+        ``config`` is resolved by :meth:`plan` unless it already is a plan. To resume,
+        pass the ``carry`` of clip ``first_clip - 1``.
         """
-        b, p = self.bundle, self.bundle.preset
-        if config.handoff not in HANDOFFS:
-            raise SviError(f"unknown hand-off {config.handoff!r}; use 'pixel' or 'latent'")
         if not prompts:
             raise SviError("at least one prompt is needed")
-        m = self.motion_frames_for(config, prompts)
-        kept = p.num_frames - self._carried_pixels(m, config)
+        plan = config if isinstance(config, GenerationPlan) else self.plan(config, prompts)
+        b, m = self.bundle, plan.motion_frames
         anchor = to_signed(start[0])[None]  # (1, 3, H, W)
-        carry = carry or Carry(frames=start[-p.num_frames + 1 :])
-        neg_prompt = p.negative_prompt if config.negative_prompt is None else config.negative_prompt
+        carry = carry or Carry(frames=start[-plan.num_frames + 1 :])
         k = first_clip
-        while config.clips == 0 or k < config.clips:
+        while plan.clips == 0 or k < plan.clips:
             t0 = time.perf_counter()
-            prompt = self.prompt_for(prompts, k, config)
+            prompt = self.prompt_for(prompts, k, plan)
             text = b.text_encoder.encode([prompt])
-            neg = b.text_encoder.encode([neg_prompt])
-            y = self._conditioning(carry, anchor, config)
-            noise = clip_noise((1, *b.latent_shape), clip_seed(config, k))
+            neg = b.text_encoder.encode([plan.negative_prompt])
+            y = self._conditioning(carry, anchor, plan)
+            noise = clip_noise((1, *b.latent_shape), plan.clip_seed(k))
             first_motion = to_signed(carry.frames[0])[None]  # CLIP input of Wan 2.1 only
-            latents = sample_latents(
-                b.experts_for(first_motion), noise, y, text, neg, steps=config.steps or p.steps,
-                shift=config.shift or p.shift, cfg=p.cfg if config.cfg is None else config.cfg,
-                on_step=on_step,
-            )  # fmt: skip
-            frames = to_uint8(b.codec.decode(latents))[0]  # (F, H, W, 3)
-            carry = Carry(frames=frames[-m:], latents=self._carry_latents(latents, m, config))
-            yield Clip(k, prompt, clip_seed(config, k), frames, frames[:kept], frames[kept:],
+            latents = sample_latents(b.experts_for(first_motion), noise, y, text, neg,
+                                     steps=plan.steps, shift=plan.shift, cfg=plan.cfg,
+                                     on_step=on_step)  # fmt: skip
+            decoded = b.codec.decode(latents)
+            if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
+                raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, --shift "
+                               "and the LoRA weights and strengths")  # fmt: skip
+            frames = to_uint8(decoded)[0]  # (F, H, W, 3)
+            latent_carry = latents[:, :, -m:].clone() if plan.handoff == "latent" else None
+            carry = Carry(frames=frames[-m:], latents=latent_carry)
+            kept = plan.new_frames
+            yield Clip(k, prompt, plan.clip_seed(k), frames, frames[:kept], frames[kept:],
                        carry, time.perf_counter() - t0)  # fmt: skip
             k += 1
-
-    def _carried_pixels(self, m: int, config: GenerationConfig) -> int:
-        if config.handoff == "pixel":
-            return m
-        return 1 + self.bundle.codec.temporal_factor * (m - 1)
-
-    def _carry_latents(self, latents: torch.Tensor, m: int, config: GenerationConfig):
-        return latents[:, :, -m:].clone() if config.handoff == "latent" else None
 
     def _anchor_latent(self, anchor: torch.Tensor) -> torch.Tensor:
         """The anchor's latent, encoded once per generation (latent hand-off)."""
@@ -202,66 +173,25 @@ class SVIPipeline:
             self._anchor_cache = cached
         return cached[1]
 
-    def _conditioning(
-        self, carry: Carry, anchor: torch.Tensor, config: GenerationConfig
-    ) -> torch.Tensor:
+    def _conditioning(self, carry: Carry, anchor: torch.Tensor, plan: GenerationPlan):
         """y for the next clip: from the carried pixels (or start frames) or latents."""
-        b, p = self.bundle, self.bundle.preset
-        padding = config.padding or p.padding
-        if carry.latents is not None and config.handoff == "latent":
+        b, padding = self.bundle, plan.padding
+        if carry.latents is not None and plan.handoff == "latent":
             lat_f = b.latent_shape[1]
             anchor_lat = self._anchor_latent(anchor) if padding == "anchor" else None
             return build_y_from_latents(carry.latents, lat_f, b.codec.temporal_factor,
-                                        padding=padding, mask=p.mask,
+                                        padding=padding, mask=plan.mask,
                                         anchor_latent=anchor_lat)  # fmt: skip
         motion = to_signed(carry.frames).movedim(0, 1)[None]  # (1, 3, M, H, W)
-        return build_y(b.codec, motion, p.num_frames, padding=padding, mask=p.mask,
+        return build_y(b.codec, motion, plan.num_frames, padding=padding, mask=plan.mask,
                        anchor=anchor)  # fmt: skip
 
 
-def clips_for_length(
-    *,
-    clips: int | None,
-    seconds: float | None,
-    frames: int | None,
-    forever: bool,
-    fps: int,
-    num_frames: int,
-    carried: int,
-    n_prompts: int,
-    default_seconds: float,
-) -> int:
-    """Number of clips for the requested length (0 = forever).
-
-    N clips give ``N * (F - M) + M`` frames, so F frames need
-    ``ceil((F - M) / (F - M_clip))`` clips. Without any length: one clip per prompt of
-    a stream, else ``default_seconds``.
-    """
-    given = [x is not None for x in (clips, seconds, frames)] + [forever]
-    if sum(given) > 1:
-        raise SviError("give only one of --clips, --seconds, --frames, --forever")
-    if forever or clips == 0:
-        return 0
-    if clips is not None:
-        if clips < 0:
-            raise SviError(f"--clips must be >= 0, got {clips}")
-        return clips
-    if seconds is None and frames is None:
-        if n_prompts > 1:
-            return n_prompts
-        seconds = default_seconds
-    if seconds is not None:
-        if seconds <= 0:
-            raise SviError(f"--seconds must be positive, got {seconds}")
-        frames = math.ceil(seconds * fps)
-    assert frames is not None
-    if frames < num_frames:
-        return 1
-    return math.ceil((frames - carried) / (num_frames - carried))
-
-
 def rollout(
-    pipe: SVIPipeline, start: np.ndarray, prompts: list[str], config: GenerationConfig
+    pipe: SVIPipeline,
+    start: np.ndarray,
+    prompts: list[str],
+    config: GenerationConfig | GenerationPlan,
 ) -> tuple[np.ndarray, list[Clip]]:
     """N clips without a writer (for benchmarks): the stitched video and per-clip info."""
     parts, clips = [], []

@@ -31,10 +31,14 @@ class Experts:
     boundary: float | None = None
     image_states: Tensor | None = None
 
-    def __call__(self, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor) -> Tensor:
-        model = self.high
+    def model_for(self, sigma: Tensor) -> torch.nn.Module:
+        """The expert for the batch's ``sigma`` (B,): ``low`` below the boundary, else ``high``."""
         if self.low is not None and self.boundary is not None and float(sigma[0]) < self.boundary:
-            model = self.low
+            return self.low
+        return self.high
+
+    def __call__(self, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor) -> Tensor:
+        model = self.model_for(sigma)
         param = next(model.parameters())
         inp = torch.cat([x, y], dim=1).to(param.dtype)  # (B, 2C + 4, f, h, w)
         extra = {}

@@ -12,18 +12,25 @@ the manifest (which makes the clip count), then delete the previous state file. 
 crash anywhere leaves the manifest naming a complete clip whose state exists; the
 video may be one clip ahead, and resuming cuts it back to what the manifest vouches
 for, so the final file is frame-identical to an uninterrupted run.
+
+A run holds ``OUT.mp4.lock`` (:mod:`svi.locks`) from before it touches any file. SIGINT
+and SIGTERM (:mod:`svi.interrupts`) finalise ``OUT.mp4`` with the clips finished so far
+(plus the last clip's tail, counted as ``tail_frames``), keep that clip's state file and
+mark the manifest "interrupted"; resuming takes the video back to the partial file and
+cuts the tail off. A run that fails before its first clip leaves no file behind.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,11 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from svi import interrupts, locks
 from svi.errors import SviError
-from svi.pipeline import Carry, GenerationConfig, SVIPipeline
-from svi.video_io import VideoWriter, write_video
+from svi.interrupts import Interrupted
+from svi.pipeline import Carry, SVIPipeline
+from svi.plan import GenerationConfig, GenerationPlan
+from svi.video import VideoWriter, write_video
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +70,15 @@ def state_path(out: Path, clip: int) -> Path:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: leave no temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _save_state(path: Path, carry: Carry, tail: np.ndarray) -> None:
@@ -83,10 +98,49 @@ def _save_state(path: Path, carry: Carry, tail: np.ndarray) -> None:
 def _load_state(path: Path) -> tuple[Carry, np.ndarray]:
     try:
         t = load_file(str(path))
+        carry = Carry(frames=t["carry_frames"].numpy(), latents=t.get("carry_latents"))
+        return carry, t["tail"].numpy()
     except FileNotFoundError:
         raise SviError(f"cannot resume: {path} is missing") from None
-    carry = Carry(frames=t["carry_frames"].numpy(), latents=t.get("carry_latents"))
-    return carry, t["tail"].numpy()
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise SviError(f"cannot resume: the state file {path} is damaged ({exc}); "
+                       "pass --overwrite to start over") from None  # fmt: skip
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of an earlier run; SviError if it is missing, damaged or not one."""
+    again = "pass --overwrite to start over"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SviError(f"cannot resume: the manifest {path} is missing; {again}") from None
+    except (ValueError, OSError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise SviError(f"cannot resume: the manifest {path} is damaged ({exc}); {again}") from None
+    if not (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("clips"), list)
+        and _is_count(manifest.get("frames_written"))
+        and _is_count(manifest.get("tail_frames", 0))
+    ):
+        raise SviError(f"cannot resume: {path} is not a manifest of svi generate; {again}")
+    return manifest
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_paths(out: Path, clips_dir: Path | None) -> None:
+    """The output must be a new or old .mp4 file in an existing folder."""
+    if out.is_dir():
+        raise SviError(f"output {out} is a directory; give a file name ending in .mp4")
+    if not out.parent.is_dir():
+        what = "is not a folder" if out.parent.exists() else "does not exist"
+        raise SviError(f"output folder {out.parent} {what}")
+    if out.suffix.lower() != ".mp4":
+        raise SviError(f"output {out} must end in .mp4")
+    if clips_dir is not None and clips_dir.exists() and not clips_dir.is_dir():
+        raise SviError(f"--clips-dir {clips_dir} is a file, not a folder")
 
 
 def inputs_key(inputs: dict[str, Any]) -> str:
@@ -99,25 +153,59 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def describe_inputs(
-    pipe: SVIPipeline, start: np.ndarray, prompts: list[str], config: GenerationConfig, fps: int
+    pipe: SVIPipeline, start: np.ndarray, prompts: list[str], plan: GenerationPlan
 ) -> dict[str, Any]:
+    from svi.fingerprint import fingerprint_model
+
     return {
         "model": pipe.bundle.source,
+        "model_fingerprint": fingerprint_model(pipe.bundle.source),
         "preset": pipe.bundle.preset.name,
         "loras": pipe.loras,
         "start_frames_sha256": _sha256(start),
         "start_shape": list(start.shape),
         "prompts": prompts,
-        "config": config.to_dict(),
-        "fps": fps,
+        "plan": plan.to_dict(),
     }
 
 
+def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """What differs between a manifest's inputs and this run's: plan fields by name."""
+    changed = []
+    for key in sorted(set(stored) | set(inputs)):
+        if key == "plan" and isinstance(stored.get(key), dict):
+            old, new = stored[key], inputs[key]
+            changed += [
+                f"plan.{f}" for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)
+            ]
+        elif stored.get(key) != inputs.get(key):
+            changed.append(key)
+    return changed
+
+
+def _guarded(generate):
+    """Run ``generate_to_file`` as the one writer of its output: paths checked, the
+    output's lock (:mod:`svi.locks`) held and SIGINT/SIGTERM turned into a clean stop
+    (:mod:`svi.interrupts`) for the whole run, before any file is touched."""
+    signature = inspect.signature(generate)
+
+    @functools.wraps(generate)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        named = signature.bind(*args, **kwargs).arguments
+        out = Path(named["out"])
+        _check_paths(out, named.get("clips_dir"))
+        with locks.exclusive(locks.lock_path_for(out), out), interrupts.raising():
+            return generate(*args, **kwargs)
+
+    return wrapper
+
+
+@_guarded
 def generate_to_file(
     pipe: SVIPipeline,
     start: np.ndarray,
     prompts: list[str],
-    config: GenerationConfig,
+    config: GenerationConfig | GenerationPlan,
     out: Path,
     *,
     fps: int | None = None,
@@ -128,18 +216,24 @@ def generate_to_file(
     clips_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate ``config.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest."""
+    """Generate ``plan.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest.
+
+    ``config`` is resolved to a plan (:meth:`SVIPipeline.plan`) before any file is touched.
+    """
     out = Path(out)
-    fps = fps or pipe.bundle.preset.fps
-    inputs = describe_inputs(pipe, start, prompts, config, fps)
+    plan = config if isinstance(config, GenerationPlan) else pipe.plan(config, prompts, fps)
+    fps = plan.fps
+    inputs = describe_inputs(pipe, start, prompts, plan)
     video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
     manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite)
+    if writer is None:  # --resume of a finished run
+        return manifest
     if clips_dir is not None:
         clips_dir.mkdir(parents=True, exist_ok=True)
-    status = "interrupted"
+    stop: Interrupted | None = None
     try:
-        with _bars(progress, config, pipe, first) as (bar, on_step):
-            clips = pipe.generate(start, prompts, config, first_clip=first, carry=carry,
+        with _bars(progress, plan, first) as (bar, on_step):
+            clips = pipe.generate(start, prompts, plan, first_clip=first, carry=carry,
                                   on_step=on_step)  # fmt: skip
             for clip in clips:
                 with _defer_interrupt():  # a clip's bookkeeping is all or nothing
@@ -161,17 +255,49 @@ def generate_to_file(
                     if clips_dir is not None:
                         write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
                 bar(len(clip.new_frames))
-        status = "complete"
-    except KeyboardInterrupt:
-        log.warning("interrupted: finalising %s with the clips finished so far", out)
-    if tail is not None and len(tail):
-        writer.write(tail)
-    if writer.frames_written == 0:
-        writer.abort()
+    except (Interrupted, KeyboardInterrupt) as exc:  # SIGINT / SIGTERM: keep what is done
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        log.info("interrupted: finalising %s with the clips finished so far", out)
+    except BaseException:
+        if not manifest["clips"]:  # failed before a clip was finished: leave nothing behind
+            _discard(out, writer)
+        raise
+    with interrupts.ignored():  # a second Ctrl-C must not cut the finalising short
+        return _finish(out, manifest, writer, tail, stop)
+
+
+def _discard(out: Path, writer: VideoWriter) -> None:
+    """Remove every file of a run that finished no clip (video, manifest, state)."""
+    writer.discard()
+    manifest_path(out).unlink(missing_ok=True)
+    shutil.rmtree(state_dir(out), ignore_errors=True)
+
+
+def _finish(out: Path, manifest: dict, writer: VideoWriter, tail, stop: Interrupted | None):
+    """Append the last clip's tail, close the video and the manifest; returns the manifest.
+
+    After a signal (``stop``) the video is finalised just the same, the manifest says
+    "interrupted" and the last clip's state is kept, so ``--resume`` continues the run
+    (it cuts the tail off again); then ``stop`` is raised with what was written.
+    """
+    if writer.frames_written == 0:  # not one clip finished: leave nothing behind
+        _discard(out, writer)
+        if stop is not None:
+            raise stop.with_message(f"no clip was finished; nothing written to {out}")
         raise SviError("no clip was finished; nothing written")
+    tail_frames = 0 if tail is None else len(tail)
+    if tail_frames:
+        writer.write(tail)
     writer.close()
-    manifest.update(status=status, frames_written=writer.frames_written, finished=time.time())
+    manifest.update(status="complete" if stop is None else "interrupted",
+                    frames_written=writer.frames_written, finished=time.time())  # fmt: skip
+    if stop is not None:
+        manifest["tail_frames"] = tail_frames
     _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    if stop is not None:
+        clips = len(manifest["clips"])
+        raise stop.with_message(f"wrote {clips} clip{'s' * (clips != 1)} to {out}; "
+                                "--resume continues")  # fmt: skip
     shutil.rmtree(state_dir(out), ignore_errors=True)
     return manifest
 
@@ -184,20 +310,27 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
         raise SviError(f"output {out} must end in .mp4")
     partial = VideoWriter.partial_path_for(out)
     mpath = manifest_path(out)
+    if resume and not mpath.exists() and not partial.exists():
+        if out.exists():
+            raise SviError(f"cannot resume {out}: it has no manifest {mpath.name} (not made by "
+                           "svi generate?); pass --overwrite to replace it")  # fmt: skip
+        log.warning("nothing to resume at %s (no manifest, no partial video): starting it", out)
+        resume = False
     if resume:
-        if not mpath.exists() or not partial.exists():
-            raise SviError(f"nothing to resume at {out}: no manifest or partial video")
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        if manifest.get("status") == "complete":
-            raise SviError(f"{out} is already complete")
+        manifest = _read_manifest(mpath)
+        if manifest.get("status") == "complete" and out.is_file():
+            log.warning("%s is already complete: nothing to resume", out)
+            return manifest, None, None, None, 0
         if manifest.get("key") != inputs_key(inputs):
-            raise SviError("--resume needs the same arguments as the interrupted run")
+            changed = _changed_inputs(manifest.get("inputs") or {}, inputs)
+            raise SviError("--resume needs the same settings as the interrupted run; changed: "
+                           + (", ".join(changed) or "unknown"))  # fmt: skip
         first = len(manifest["clips"])
         if first == 0:  # crashed inside the first clip: start over under the same manifest
             VideoWriter.discard_partial(out)
             return manifest, VideoWriter(out, **video), None, None, 0
         carry, tail = _load_state(state_path(out, first - 1))
-        writer = VideoWriter.resume(out, expected_frames=manifest["frames_written"], **video)
+        writer = _reopen(out, manifest, video)
         log.info("resuming %s at clip %d (%d frames)", out, first, writer.frames_written)
         return manifest, writer, carry, tail, first
     if (out.exists() or partial.exists() or mpath.exists()) and not overwrite:
@@ -210,35 +343,56 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
     manifest = {"version": MANIFEST_VERSION, "key": inputs_key(inputs), "inputs": inputs,
                 "status": "running", "started": time.time(), "clips": [],
                 "frames_written": 0}  # fmt: skip
-    _atomic_write(mpath, json.dumps(manifest, indent=1).encode())
+    try:
+        _atomic_write(mpath, json.dumps(manifest, indent=1).encode())
+    except BaseException:
+        _discard(out, writer)
+        raise
     return manifest, writer, None, None, 0
+
+
+def _reopen(out: Path, manifest: dict, video: dict) -> VideoWriter:
+    """The interrupted run's video, writable again after its last recorded clip.
+
+    A run stopped by a signal finalised its video (``out``, ending in the last clip's
+    tail): it is taken back to the partial file and the tail cut off. Every step can be
+    repeated, so a crash while resuming is resumed the same way.
+    """
+    partial = VideoWriter.partial_path_for(out)
+    moved = not partial.exists() and out.is_file()
+    if moved:
+        os.replace(out, partial)
+    expected = manifest["frames_written"] - manifest.get("tail_frames", 0)
+    try:
+        writer = VideoWriter.resume(out, expected_frames=expected, **video)
+    except BaseException:
+        if moved:
+            os.replace(partial, out)
+        raise
+    manifest.pop("tail_frames", None)
+    manifest.update(status="running", frames_written=expected)
+    _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    return writer
 
 
 @contextmanager
 def _defer_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C while a finished clip is written (video, state, manifest), then raise.
+    """Hold SIGINT/SIGTERM while a finished clip is written (video, state, manifest),
+    then stop.
 
-    An interrupt during sampling stops at once; one during the few milliseconds of
+    A signal during sampling stops at once; one during the few milliseconds of
     bookkeeping waits for it, so the files always agree with each other.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with interrupts.deferred() as pending:
         yield
-        return
-    pending: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pending:
-        raise KeyboardInterrupt
+    pending.raise_if_any()
 
 
 @contextmanager
-def _bars(enabled: bool, config: GenerationConfig, pipe: SVIPipeline, first: int) -> Iterator:
+def _bars(enabled: bool, plan: GenerationPlan, first: int) -> Iterator:
     """One bar over clips (ETA, frames/s) and one over the sampler steps of the current clip."""
-    steps = config.steps or pipe.bundle.preset.steps
-    total = config.clips or None
+    steps = plan.steps
+    total = plan.clips or None
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
@@ -263,7 +417,9 @@ def _bars(enabled: bool, config: GenerationConfig, pipe: SVIPipeline, first: int
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Everything ``svi generate`` accepts (the CLI only fills this in)."""
+    """Everything ``svi generate`` accepts (the CLI only fills this in). Generation
+    settings live in ``config`` (their defaults: :class:`GenerationConfig`); its
+    ``clips`` is replaced by the length asked for here."""
 
     out: Path = Path("svi.mp4")
     model: str | None = None
@@ -274,21 +430,14 @@ class GenerateRequest:
     image: Path | None = None
     prompt: str | None = None
     prompts: Path | None = None
-    first_prompt_only: bool = False
+    config: GenerationConfig = field(default_factory=GenerationConfig)
     clips: int | None = None
     seconds: float | None = None
     frames: int | None = None
     forever: bool = False
-    motion_frames: int | None = None
-    padding: str | None = None
-    handoff: str = "pixel"
-    steps: int | None = None
-    cfg: float | None = None
     height: int | None = None
     width: int | None = None
     num_frames: int | None = None
-    negative_prompt: str | None = None
-    seed: int = 0
     fps: int | None = None
     world_kind: str = "consistent"
     world_seed: int | None = None
@@ -303,10 +452,14 @@ DEFAULT_SECONDS = 32.0
 
 
 def run_generate(req: GenerateRequest) -> dict[str, Any]:
-    """Resolve a request (model, LoRAs, start, prompts, length) and generate to file."""
-    from svi.pipeline import clips_for_length
+    """Resolve a request (model, LoRAs, start, prompts, plan, length), then generate.
+
+    Every setting is resolved and validated into a :class:`GenerationPlan` before the
+    output or its manifest is touched.
+    """
+    from svi.plan import clips_for_length
+    from svi.prompt_stream import read_prompt_stream
     from svi.starts import DEFAULT_WORLD_SEED, image_start, world_start
-    from svi.video_io import read_prompt_stream
 
     if req.prompt is not None and req.prompts is not None:
         raise SviError("give --prompt or --prompts, not both")
@@ -323,35 +476,35 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     default_lora = pipe.bundle.default_lora
     if not req.lora and not req.no_lora and default_lora is not None:
         pipe.load_lora(default_lora)
-    if req.image is not None:
-        start, prompts = image_start(req.image, preset), []
-    else:
-        start, prompts = world_start(preset, req.world_kind, req.world_seed or DEFAULT_WORLD_SEED)
+    config = replace(req.config, clips=0)
     if req.prompts is not None:
-        fps = req.fps or preset.fps
-        per_clip = (preset.num_frames - preset.stream_motion_frames) / fps
-        prompts = read_prompt_stream(req.prompts, seconds_per_clip=per_clip)
+        per_clip = pipe.plan(config, ["a", "b"], req.fps)  # a stream's clip length
+        prompts = read_prompt_stream(
+            req.prompts, seconds_per_clip=per_clip.new_frames / per_clip.fps
+        )
     elif req.prompt is not None:
         if not req.prompt.strip():
             raise SviError("--prompt is empty")
         prompts = [req.prompt]
-    if not prompts:
+    elif req.image is None:
+        prompts = None
+    else:
         raise SviError("give --prompt or --prompts with --image")
-    padding = req.padding or pipe.lora_padding()  # a LoRA brings its conditioning format
-    config = GenerationConfig(
-        clips=0, motion_frames=req.motion_frames, padding=padding, handoff=req.handoff,
-        steps=req.steps, cfg=req.cfg, seed=req.seed, negative_prompt=req.negative_prompt,
-        first_prompt_only=req.first_prompt_only,
-    )  # fmt: skip
-    m = pipe.motion_frames_for(config, prompts)
+    if req.image is not None:
+        start = image_start(req.image, preset)
+    else:
+        start, world_prompts = world_start(
+            preset, req.world_kind, req.world_seed or DEFAULT_WORLD_SEED
+        )
+        prompts = prompts or world_prompts
+    plan = pipe.plan(config, prompts, req.fps)
     n = clips_for_length(
         clips=req.clips, seconds=req.seconds, frames=req.frames, forever=req.forever,
-        fps=req.fps or preset.fps, num_frames=preset.num_frames, carried=m,
-        n_prompts=1 if req.first_prompt_only else len(prompts), default_seconds=DEFAULT_SECONDS,
+        fps=plan.fps, num_frames=plan.num_frames, carried=plan.carried_frames,
+        n_prompts=1 if plan.first_prompt_only else len(prompts), default_seconds=DEFAULT_SECONDS,
     )  # fmt: skip
-    config = replace(config, clips=n)
+    plan = pipe.plan(replace(config, clips=n), prompts, req.fps)
     return generate_to_file(
-        pipe, start, prompts, config, Path(req.out), fps=req.fps, lossless=req.lossless,
-        resume=req.resume,
+        pipe, start, prompts, plan, Path(req.out), lossless=req.lossless, resume=req.resume,
         overwrite=req.overwrite, clips_dir=req.clips_dir, progress=req.progress,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from PIL import Image
 
 from svi.errors import SviError
 from svi.models.presets import ModelPreset
-from svi.video_io import read_image
+from svi.video import read_image
 
 log = logging.getLogger(__name__)
 

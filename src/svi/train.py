@@ -1,8 +1,9 @@
 """The training loop: image-to-video flow matching on a Wan DiT (base or LoRA).
 
-One loop for every variant (base training, clean LoRA, ERFT LoRA): the variants
-are settings of :class:`svi.config.TrainConfig`. Checkpoints carry the optimizer,
-EMA, step, RNG states and data position, so ``resume=True`` continues bit-exactly.
+One loop for every variant (base training, clean LoRA, ERFT LoRA, handcrafted-
+augmentation LoRA): the variants are settings of :class:`svi.config.TrainConfig`.
+Checkpoints carry the optimizer, EMA, step, RNG states and data position, so
+``resume=True`` continues bit-exactly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from svi import flow
+from svi import flow, interrupts, locks
 from svi.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -30,9 +33,11 @@ from svi.checkpoint import (
 )
 from svi.clips import ClipBatch, FolderClips, WorldClips
 from svi.conditioning import build_y
-from svi.config import TrainConfig
+from svi.config import TrainConfig, from_dict
 from svi.ema import EMA
+from svi.erft.augment import augment_y
 from svi.errors import SviError
+from svi.interrupts import Interrupted
 from svi.models.bundle import ModelBundle, build_world_transformer, save_world_model
 from svi.models.codec import PixelCodec
 from svi.models.presets import get_preset
@@ -98,10 +103,29 @@ def prepare_batch(
     return x0, y, text
 
 
+LOCK_NAME = ".lock"
+
+
 def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train per ``config`` into ``out``; returns the exported model folder ``out/final``."""
+    """Train per ``config`` into ``out``; returns the exported model folder ``out/final``.
+
+    The run holds ``out/.lock`` (:mod:`svi.locks`): a second run into ``out`` fails at
+    once. SIGINT/SIGTERM stop it after the current step with a checkpoint there (one
+    process; several: at the last checkpoint) by raising
+    :class:`~svi.interrupts.Interrupted`; ``resume=True`` continues.
+    """
+    if out.exists() and not out.is_dir():
+        raise SviError(f"--out {out} is a file; training writes a folder")
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    with locks.exclusive(out / LOCK_NAME, out) if main else nullcontext():
+        return _train(config, out, accelerator, resume, progress)
+
+
+def _train(
+    config: TrainConfig, out: Path, accelerator: Accelerator, resume: bool, progress: bool
+) -> Path:
     rank, main = accelerator.process_index, accelerator.is_main_process
     if main:
         _write_config(out, config, resume)
@@ -127,15 +151,20 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     rng = np.random.default_rng(config.seed * 1000 + rank)  # data position
     shift = config.shift or preset.shift
     injector = _make_injector(config, preset.shift, gen)
-    start = 0
+    start, window = 0, []  # window: losses since the last log line
     if resume and list_checkpoints(out):
-        start = _restore(list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank)
+        start, window = _restore(
+            list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank
+        )
         log.info("resumed from step %d", start)
+    if main:  # the logs describe this run up to its start: drop lines of steps to redo
+        _truncate_logs(out, start)
     model, opt = accelerator.prepare(model, opt)
     velocity = Experts(model)
-    window: list[float] = []
     t0 = time.perf_counter()
-    with _progress(progress) as bar:
+    # one process stops cleanly between steps; several stop where they are (no collective)
+    stops = interrupts.deferred() if accelerator.num_processes == 1 else nullcontext(None)
+    with _progress(progress) as bar, stops as pending:
         task = bar.add_task("train", total=config.steps, completed=start, loss=float("nan"))
         for step in range(start, config.steps):
             for group in opt.param_groups:
@@ -144,8 +173,10 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
             x0, y, text = prepare_batch(batch, bundle, config, gen)
             noise = torch.randn(x0.shape, generator=gen)
             sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift)
-            if injector is None:  # clean flow matching
+            if injector is None:  # clean flow matching (y maybe degraded by hand, target clean)
                 x_t, target = flow.interpolate(x0, noise, sigma), flow.velocity_target(x0, noise)
+                if config.augment is not None:  # blur / noise / colour on y[:, 4:, :k]
+                    y = augment_y(y, config.augment, gen).y
             else:  # ERFT: errors in noise, latent and y; target eps~ - x0 (clean x0)
                 inj = injector.inject(x0, noise, y, sigma)
                 x_t, target, y = flow.interpolate(inj.x0_in, inj.noise, sigma), inj.target, inj.y
@@ -171,8 +202,15 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
                     _log_banks(out, done, injector)
             if done % config.log_every == 0:
                 window.clear()
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                _checkpoint(accelerator, out, done, config, named, opt, ema, gen, rng, injector)
+            stopping = pending is not None and pending.signum is not None  # SIGINT/SIGTERM
+            if stopping or done % config.checkpoint_every == 0 or done == config.steps:
+                _checkpoint(accelerator, out, done, config, named, opt, ema, gen, rng, injector,
+                            window)  # fmt: skip
+            if stopping:
+                interrupts.ignore_signals()
+                raise Interrupted(pending.signum).with_message(
+                    f"checkpoint at step {done} in {out}; --resume continues"
+                )
     final = out / "final"
     if main:
         final = _export(out, accelerator.unwrap_model(model), ema, bundle, config)
@@ -213,11 +251,20 @@ def _progress(enabled: bool) -> Progress:
 def _write_config(out: Path, config: TrainConfig, resume: bool) -> None:
     path = out / "config.json"
     payload = json.dumps(config.to_dict(), indent=1)
-    if resume and path.exists() and path.read_text(encoding="utf-8") != payload:
+    if resume and path.exists() and not _same_config(path, config):
         raise SviError(f"{path} differs from this run's config; resume needs the same config")
     if not resume and list_checkpoints(out):
         raise SviError(f"{out} already holds checkpoints; pass --resume or use a new --out")
     path.write_text(payload, encoding="utf-8")
+
+
+def _same_config(path: Path, config: TrainConfig) -> bool:
+    """Whether the run's stored config is ``config``; keys added to the config since the
+    run started (e.g. ``augment``) take their defaults, so older runs still resume."""
+    try:
+        return from_dict(TrainConfig, json.loads(path.read_text(encoding="utf-8"))) == config
+    except (SviError, ValueError, TypeError):  # unknown keys, a malformed file
+        return False
 
 
 def _log(out: Path, step: int, window: list[float], lr: float, t0: float, start: int) -> None:
@@ -298,16 +345,20 @@ def _bank_tensors(injector) -> dict[str, torch.Tensor]:
     return out
 
 
-def _checkpoint(accelerator, out, step, config, named, opt, ema, gen, rng, injector) -> None:
+def _checkpoint(
+    accelerator, out, step, config, named, opt, ema, gen, rng, injector, window=()
+) -> None:
     """The main process writes the checkpoint; every other rank then adds its own RNG,
-    data position and banks as ``extra-rank<r>.safetensors`` (+ json) to it."""
+    data position and banks as ``extra-rank<r>.safetensors`` (+ json) to it. The losses
+    not yet logged (``window``) go along, so a resumed run logs what this one would."""
     tensors, json_state = _rng_state(gen, rng)
     tensors.update(_bank_tensors(injector))
     if accelerator.is_main_process:
+        state = {"config": config.to_dict(), "log_window": list(window), **json_state}
         save_checkpoint(
             out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
-            ema=ema.state_dict() if ema else None, extra=tensors,
-            state={"config": config.to_dict(), **json_state}, keep_last=config.keep_last,
+            ema=ema.state_dict() if ema else None, extra=tensors, state=state,
+            keep_last=config.keep_last,
         )  # fmt: skip
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -315,7 +366,10 @@ def _checkpoint(accelerator, out, step, config, named, opt, ema, gen, rng, injec
     accelerator.wait_for_everyone()
 
 
-def _restore(path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0) -> int:
+def _restore(
+    path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0
+) -> tuple[int, list[float]]:
+    """Load checkpoint ``path`` into the run; returns its step and unlogged losses."""
     ck = load_checkpoint(path, rank)
     missing = set(named) - set(ck["model"])
     if missing:
@@ -334,7 +388,28 @@ def _restore(path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0
             bank.load_state_dict(
                 {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}
             )
-    return int(ck["state"]["step"])
+    return int(ck["state"]["step"]), [float(x) for x in ck["state"].get("log_window", [])]
+
+
+def _truncate_logs(out: Path, step: int) -> None:
+    """Keep the lines of ``log.jsonl`` and ``banks.jsonl`` up to ``step`` (the resumed
+    checkpoint, 0 for a fresh start): the run logs the later steps again."""
+    for name in ("log.jsonl", "banks.jsonl"):
+        path = out / name
+        if not path.exists():
+            continue
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut off by a crash
+                continue
+            ours = isinstance(record, dict) and isinstance(record.get("step"), int)
+            if ours and record["step"] <= step and line.endswith("\n"):
+                kept.append(line)
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: TrainConfig) -> Path:

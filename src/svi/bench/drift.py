@@ -1,169 +1,510 @@
-"""Drift of long rollouts on held-out world scenes, per clip, against ground truth.
+"""Drift of long rollouts on held-out world scenes, per clip, against exact ground truth.
 
-For each validation scene the model starts from the scene's first real frames and
-prompt and generates N clips through :func:`svi.pipeline.rollout` (the same loop as
-``svi generate``). Per clip k we score the clip's new frames:
+Protocol (docs/benchmarks.md): ``val`` scenes are for tuning, ``test`` scenes for
+published figures; a report is *publishable* only on ``test`` with at least
+``MIN_PUBLISHED_SCENES`` scenes. Every contender (base chaining or a LoRA) starts each
+scene from the scene's first real frames and its prompt stream, with the same noise
+(clip seeds derive from the scene seed), through :meth:`SVIPipeline.generate` - the
+loop of ``svi generate``. Each clip's new frames are scored against the truth at the
+same frames (:data:`CLIP_METRICS`); the per-clip rows of every (contender, scene) are
+cached, so an interrupted benchmark resumes and a longer one reuses shorter rollouts.
 
-- ``background_error``: median |frame - true background| off the true objects;
-- ``colour_drift``: distance of the clip's mean colour to the true frames' (0..1);
-- ``survival``: share of the scene's objects whose colour still covers 30 % of their
-  area somewhere (trajectories may diverge; identities should not vanish);
-- ``sharpness``: Laplacian variance relative to the true frames' (1 = as crisp);
-- ``motion``: mean frame-to-frame change (0 = frozen; copying the start scores 0);
-- ``seam``: change across the clip boundary relative to the within-clip change.
-
-Curves are averaged over scenes; the report holds first clip, last clip and slope.
+Summaries are taken at horizons (clip 1, 10, 50, 200): the mean over the last
+``window(h)`` clips up to ``h``, per scene, then a mean over scenes with a bootstrap
+interval (:mod:`svi.bench.stats`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from svi.bench import metrics
-from svi.pipeline import GenerationConfig, SVIPipeline, rollout
+from svi.bench import events, metrics
+from svi.config import tomllib
+from svi.errors import SviError
 
 log = logging.getLogger(__name__)
 
-METRICS = ("background_error", "colour_drift", "survival", "sharpness", "motion", "seam")
+METRICS_VERSION = "drift-v2.1"
+MIN_PUBLISHED_SCENES = 32
+HORIZONS = (1, 10, 50, 200)
+
+# name -> which way is better (see svi.bench.stats.BETTER) and what it measures
+CLIP_METRICS: dict[str, tuple[str, str]] = {
+    "identity": ("higher", "share of true objects found as one blob of their colour and size"),
+    "identity_located": ("higher", "same, and the blob covers the object's true position"),
+    "background_error": ("lower", "median |frame - true background| off the true objects"),
+    "colour_drift": ("lower", "distance of the mean colour to the true frames' (0..1)"),
+    "grid_energy": (
+        "truth",
+        "excess luminance steps on the patch grid (x1000); nearer the truth's",
+    ),
+    "motion": ("truth", "mean |frame-to-frame change|; nearer the truth's is better"),
+    "seam": ("lower", "change across the clip boundary minus within-clip change"),
+    "flicker": ("lower", "mean |2nd temporal difference| of the mean colour"),
+    "feature_clip1": ("higher", "world-feature cosine similarity to clip 1"),
+    "feature_truth": ("higher", "world-feature cosine similarity to the true frames"),
+    "event_following": ("higher", "share of prompted creative events that happened"),
+}
+TRUTH_VALUES = {
+    "motion": "motion_truth",
+    "grid_energy": "grid_truth",
+}  # per-clip truth value of a "truth" metric
 
 
-@dataclass
-class DriftCurves:
+def window(h: int) -> int:
+    """Clips averaged at horizon ``h``: clip 1 alone, else the last max(5, h/5) clips."""
+    return 1 if h == 1 else max(5, h // 5)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One entry of the benchmark: base chaining (no LoRA) or LoRA(s) on the base model.
+
+    ``group`` pools contenders that differ only in their training seed.
+    """
+
     name: str
+    group: str = ""
+    loras: tuple[tuple[str, float], ...] = ()
+    padding: str | None = None
+    recipe: str | None = None
+    train_seed: int | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.name)
+
+
+def load_contenders(path: Path) -> list[Contender]:
+    """Contenders from a TOML file: ``[contender.NAME]`` tables with ``lora`` (a path, or
+    ``[[path, scale], ...]``; relative to the file), ``group``, ``padding``, ``recipe``,
+    ``train_seed``, ``note``."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SviError(f"cannot read contenders file {path}: {exc}") from exc
+    table = data.get("contender")
+    if not isinstance(table, dict) or not table:
+        raise SviError(f"{path}: no [contender.NAME] tables")
+    allowed = {"lora", "group", "padding", "recipe", "train_seed", "note"}
+    out = []
+    for name, entry in table.items():
+        unknown = set(entry) - allowed
+        if unknown:
+            raise SviError(f"{path}: contender {name!r} has unknown keys {sorted(unknown)}")
+        lora = entry.get("lora", [])
+        pairs = [[lora, 1.0]] if isinstance(lora, str) else lora
+        loras = []
+        for item in pairs:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise SviError(f"{path}: {name!r}: lora must be a path or [[path, scale], ...]")
+            file = Path(item[0]) if Path(item[0]).is_absolute() else Path(path).parent / item[0]
+            loras.append((str(file), float(item[1])))  # existence: checked by run_drift
+        out.append(Contender(name, entry.get("group", ""), tuple(loras), entry.get("padding"),
+                             entry.get("recipe"), entry.get("train_seed"),
+                             entry.get("note", "")))  # fmt: skip
+    return out
+
+
+def parse_lora_option(item: str) -> Contender:
+    """``LABEL=PATH[:SCALE]`` (the ``--lora`` option of ``svi bench drift``)."""
+    label, sep, rest = item.partition("=")
+    path, _, scale = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not sep or not label or not path:
+        raise SviError(f"--lora {item!r} must be LABEL=PATH[:SCALE]")
+    try:
+        value = float(scale) if scale else 1.0
+    except ValueError:
+        raise SviError(f"--lora {item!r}: scale {scale!r} is not a number") from None
+    return Contender(label, loras=((path, value),))
+
+
+# -- one scene ------------------------------------------------------------------------
+@dataclass
+class SceneSpec:
+    kind: str
+    seed: int
     clips: int
-    scenes: int
-    curves: dict[str, list[float]]  # metric -> per-clip mean over scenes
-    per_scene_last: dict[str, list[float]]  # metric -> last-clip value per scene
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for m, ys in self.curves.items():
-            arr = np.asarray(ys, dtype=float)
-            k = np.arange(len(arr))
-            ok = np.isfinite(arr)
-            slope = float(np.polyfit(k[ok], arr[ok], 1)[0]) if ok.sum() > 1 else float("nan")
-            out[m] = {"first": float(arr[0]), "last": float(arr[-1]), "slope_per_clip": slope}
-        return out
 
 
-def _clip_scores(new: np.ndarray, prev_last: np.ndarray | None, truth, span: slice) -> dict:
-    bg = truth.background[span][: len(new)]
-    masks = truth.masks[span][: len(new)]
-    true_frames = truth.frames_like[span][: len(new)]
-    first = truth.first_colours
-    within = metrics.motion_energy(new)
-    seam = float("nan")
-    if prev_last is not None and within > 0:
-        seam = metrics.motion_energy(np.stack([prev_last, new[0]])) / within
+def scene_prompts(episode, clips: int, num_frames: int, motion: int) -> list[str]:
+    """Prompt of model clip k: the world prompt of its first new frame (as in training)."""
+    step = num_frames - motion
+    cf = episode.config.clip_frames
+    return [episode.prompts[min((k * step + motion) // cf, len(episode.prompts) - 1)]
+            for k in range(clips)]  # fmt: skip
+
+
+class ClipScorer:
+    """Scores the clips of one rollout in order, against the scene's truth."""
+
+    def __init__(self, episode, grid_period: int, encoder=None) -> None:
+        self.ep, self.truth, self.encoder = episode, episode.truth, encoder
+        self.period = grid_period
+        self.video = np.zeros_like(episode.frames)  # generated, aligned with the truth
+        self.pos = 0
+        self.clip1 = None  # mean feature of clip 1
+
+    def __call__(self, new: np.ndarray) -> dict[str, float]:
+        t, ep, s = self.truth, self.ep, slice(self.pos, self.pos + len(new))
+        prev = self.video[max(0, self.pos - 2) : self.pos]
+        self.video[s] = new
+        true_new = ep.frames[s]
+        found, scored = metrics.identity_counts(new, t.colours[s], t.masks[s])
+        found_loc, _ = metrics.identity_counts(new, t.colours[s], t.masks[s], located=True)
+        within = metrics.motion_energy(new)
+        row = {
+            "identity": found / scored if scored else float("nan"),
+            "identity_located": found_loc / scored if scored else float("nan"),
+            "background_error": metrics.robust_background_error(new, t.background[s], t.masks[s]),
+            "colour_drift": metrics.colour_drift(new, true_new),
+            "grid_energy": 1000 * metrics.grid_energy(new, self.period),
+            "grid_truth": 1000 * metrics.grid_energy(true_new, self.period),
+            "motion": within,
+            "motion_truth": metrics.motion_energy(true_new),
+            "seam": metrics.seam_jump(prev[-1], new[0], within) if len(prev) else float("nan"),
+            "flicker": metrics.flicker(np.concatenate([prev, new])),
+        }
+        row.update(self._features(new, true_new))
+        row["event_following"] = self._events(s)
+        self.pos += len(new)
+        return row
+
+    def _features(self, new: np.ndarray, true_new: np.ndarray) -> dict[str, float]:
+        if self.encoder is None:
+            return {"feature_clip1": float("nan"), "feature_truth": float("nan")}
+        emb = self.encoder.embed(np.concatenate([new, true_new]))  # (2n, D), unit rows
+        gen, true = emb[: len(new)], emb[len(new) :]
+        if self.clip1 is None:
+            mean = gen.mean(0)
+            self.clip1 = mean / max(float(np.linalg.norm(mean)), 1e-8)
+        return {"feature_clip1": float((gen @ self.clip1).mean()),
+                "feature_truth": float((gen * true).sum(1).mean())}  # fmt: skip
+
+    def _events(self, s: slice) -> float:
+        if self.ep.kind != "creative":
+            return float("nan")
+        cf = self.ep.config.clip_frames
+        scores = [events.follow_event(self.video, self.ep.frames, self.truth, e, cf)
+                  for e in events.events_in(self.truth, s.start, s.stop, cf)]  # fmt: skip
+        scores = [x for x in scores if x is not None]
+        return float(np.mean(scores)) if scores else float("nan")
+
+
+def render_scene(kind: str, seed: int, clips: int, num_frames: int, size: int, motion: int):
+    """The world episode a rollout of ``clips`` clips of ``num_frames`` is scored against."""
+    from svi.world import WorldConfig, render_episode
+
+    total = clips * (num_frames - motion) + motion
+    return render_episode(kind, seed, total, WorldConfig(size=size))
+
+
+def rollout_scene(pipe, scene: SceneSpec, config, on_clip=None, done=None):
+    """The new frames of ``scene.clips`` clips (clips * (F - M), H, W, 3) uint8, started
+    from the scene's first real frames with its prompt stream and the scene's noise, and
+    the :class:`Carry` of the last clip. ``done`` = (frames, carry) of a shorter rollout
+    of the same scene continues it (as ``svi generate --resume`` does: exact)."""
+    plan = pipe.plan(replace(config, clips=scene.clips, seed=scene.seed), ["a", "b"])
+    f, m = plan.num_frames, plan.carried_frames
+    ep = render_scene(scene.kind, scene.seed, scene.clips, f, plan.height, m)
+    prompts = scene_prompts(ep, scene.clips, f, m)
+    parts, carry, first = [], None, 0
+    if done is not None:
+        parts, carry = [done[0]], done[1]
+        first = len(done[0]) // plan.new_frames
+    for clip in pipe.generate(ep.frames[:m], prompts, plan, first_clip=first, carry=carry):
+        parts.append(clip.new_frames)
+        carry = clip.carry
+        if on_clip is not None:
+            on_clip()
+    return np.concatenate(parts), carry
+
+
+def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, encoder=None):
+    """Per-clip rows of a rollout's new frames against the episode's truth."""
+    scorer = ClipScorer(episode, grid_period, encoder)
+    return [scorer(video[i : i + per_clip]) for i in range(0, len(video), per_clip)]
+
+
+# -- contenders x scenes, cached ------------------------------------------------------
+def file_fingerprint(paths: list[Path]) -> str:
+    """sha256 (16 hex) over the names, sizes and whole bytes of ``paths`` (world models
+    and LoRAs are small; the cache key must not depend on a sampled fingerprint)."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode())
+        h.update(str(path.stat().st_size).encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(bundle) -> str:
+    return file_fingerprint(list(Path(bundle.source).rglob("*.safetensors")))
+
+
+def contender_key(contender: Contender, model_hash: str, config) -> dict:
+    """Everything that determines a contender's rollouts (the video cache key)."""
     return {
-        "background_error": metrics.robust_background_error(new, bg, masks),
-        "colour_drift": metrics.colour_drift(new, true_frames),
-        "survival": metrics.object_survival(new, first["colours"], first["areas"]),
-        "sharpness": metrics.sharpness(new) / max(metrics.sharpness(true_frames), 1e-9),
-        "motion": within,
-        "seam": seam,
+        "model": model_hash,
+        "loras": [[file_fingerprint([Path(p)]), s] for p, s in contender.loras],
+        "padding": contender.padding,
+        "config": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},
     }
 
 
-class _Truth:
-    """Ground truth of a scene long enough for the rollout, with the first-frame objects."""
-
-    def __init__(self, episode) -> None:
-        t = episode.truth
-        self.background, self.masks, self.frames_like = t.background, t.masks, episode.frames
-        seen = metrics.visible(t.masks[0], t.present[0])
-        self.first_colours = {
-            "colours": t.colours[0][seen],
-            "areas": t.masks[0].sum(axis=(1, 2))[seen].astype(np.float32),
-        }
+def _key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def drift_curves(
-    pipe: SVIPipeline,
+def load_pipeline(model: str | None, contender: Contender):
+    from svi.pipeline import SVIPipeline
+
+    pipe = SVIPipeline.from_pretrained(model)
+    for path, scale in contender.loras:
+        pipe.load_lora(path, scale)
+    return pipe
+
+
+def _config_for(contender: Contender, config):
+    """The contender's padding, else the config's, else (in the plan) its LoRA's."""
+    return replace(config, padding=contender.padding or config.padding)
+
+
+@dataclass
+class Job:
+    """One (contender, scene): where its rollout video and scores are cached, and the
+    clip geometry needed to score it without loading the model."""
+
+    model: str | None
+    contender: Contender
+    scene: SceneSpec
+    config: object  # GenerationConfig
+    cache: Path  # the rollout video (.npz); scores beside it
+    score_key: str
+    num_frames: int
+    motion: int
+    size: int
+    grid_period: int
+    use_features: bool
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
+    """Rows of one (contender, scene). The rollout video is cached (``.npz``; longer
+    rollouts serve shorter ones) and so are its scores (``.json``, per metrics version)."""
+    scores = job.cache.with_suffix(f".{job.score_key}.json")
+    if scores.is_file():
+        rows = json.loads(scores.read_text(encoding="utf-8"))["rows"]
+        if len(rows) >= job.scene.clips:
+            return rows[: job.scene.clips]
+    per_clip = job.num_frames - job.motion
+    video, carry = _cached_video(job.cache)
+    if video is None or len(video) < job.scene.clips * per_clip:
+        pipe = _worker_pipeline(job)
+        config = _config_for(job.contender, job.config)
+        done = None if video is None else (video, carry)
+        video, carry = rollout_scene(pipe, job.scene, config, on_clip, done)
+        _atomic(job.cache, lambda f: _save_video(f, video, carry))
+    video = video[: job.scene.clips * per_clip]
+    ep = render_scene(job.scene.kind, job.scene.seed, job.scene.clips, job.num_frames,
+                      job.size, job.motion)  # fmt: skip
+    encoder = None
+    if job.use_features:
+        from svi.bench.features import load_feature_encoder
+
+        encoder = _WORKER.setdefault("encoder", load_feature_encoder())
+    rows = score_video(video, ep, per_clip, job.grid_period, encoder)
+    payload = json.dumps({"scene": asdict(job.scene), "rows": rows}).encode()
+    _atomic(scores, lambda f: f.write(payload))
+    return rows
+
+
+def _save_video(handle, video: np.ndarray, carry) -> None:
+    arrays = {"frames": video, "carry_frames": carry.frames}
+    if carry.latents is not None:
+        arrays["carry_latents"] = carry.latents.numpy()
+    np.savez_compressed(handle, **arrays)
+
+
+def _cached_video(path: Path):
+    """(new frames, carry of the last clip) of a cached rollout, or (None, None)."""
+    from svi.pipeline import Carry
+
+    if not path.is_file():
+        return None, None
+    import torch
+
+    with np.load(path, allow_pickle=False) as data:
+        latents = data["carry_latents"] if "carry_latents" in data.files else None
+        carry = Carry(data["carry_frames"], None if latents is None else torch.from_numpy(latents))
+        return data["frames"], carry
+
+
+def _worker_pipeline(job: Job):
+    key = (job.model, job.contender)
+    if _WORKER.get("key") != key:
+        _WORKER.pop("pipe", None)
+        _WORKER.update(key=key, pipe=load_pipeline(job.model, job.contender))
+    return _WORKER["pipe"]
+
+
+def _atomic(path: Path, write: Callable) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+@dataclass
+class DriftRun:
+    """Per-clip rows of every (contender, scene): ``rows[name][i]`` is scene i's list."""
+
+    kind: str
+    split: str
+    seeds: list[int]
+    clips: int
+    contenders: list[Contender]
+    rows: dict[str, list[list[dict]]]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def publishable(self) -> bool:
+        return self.split == "test" and len(self.seeds) >= MIN_PUBLISHED_SCENES
+
+    def curve(self, name: str, metric: str) -> np.ndarray:
+        """(scenes, clips) values of one metric (NaN where undefined)."""
+        return np.asarray([[r[metric] for r in rows] for rows in self.rows[name]], dtype=float)
+
+    def at_horizon(self, name: str, metric: str, h: int) -> np.ndarray:
+        """(scenes,) mean of the last ``window(h)`` clips up to clip ``h``."""
+        c = self.curve(name, metric)[:, max(0, h - window(h)) : h]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+            return np.nanmean(c, axis=1)
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for c in self.contenders:
+            out.setdefault(c.group, []).append(c.name)
+        return out
+
+    def group_at_horizon(self, group: str, metric: str, h: int) -> np.ndarray:
+        """(scenes,) mean over the group's training seeds of :meth:`at_horizon`."""
+        vals = np.stack([self.at_horizon(n, metric, h) for n in self.groups()[group]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(vals, axis=0)
+
+    def horizons(self) -> list[int]:
+        return sorted({h for h in HORIZONS if h <= self.clips} | {self.clips})
+
+
+def run_drift(
+    model: str | None,
+    contenders: list[Contender],
     seeds: list[int],
     clips: int,
     *,
-    name: str,
-    kind: str = "consistent",
-    config: GenerationConfig | None = None,
-) -> DriftCurves:
-    """Roll out ``clips`` clips from each scene and score every clip (see module doc)."""
-    from svi.world import WorldConfig, render_episode
+    kind: str,
+    split: str,
+    config,
+    cache_dir: Path,
+    jobs: int = 1,
+    use_features: bool = True,
+    progress: bool = True,
+) -> DriftRun:
+    """Roll out every contender on every scene (cached per scene; ``jobs`` processes)."""
+    from rich.progress import Progress
 
-    p = pipe.bundle.preset
-    config = config or GenerationConfig()
-    m = pipe.motion_frames_for(config, ["x"])
-    total = clips * (p.num_frames - m) + m
-    per_clip: dict[str, list[list[float]]] = {k: [] for k in METRICS}
-    for i, seed in enumerate(seeds):
-        ep = render_episode(kind, seed, total, WorldConfig(size=p.height))
-        truth = _Truth(ep)
-        cfg = GenerationConfig(**{**config.to_dict(), "clips": clips, "seed": config.seed + i})
-        _, out = rollout(pipe, ep.frames[: p.motion_frames], [ep.prompt], cfg)
-        pos, prev = 0, None
-        rows = []
-        for clip in out:
-            new = clip.new_frames
-            rows.append(_clip_scores(new, prev, truth, slice(pos, pos + len(new))))
-            pos += len(new)
-            prev = new[-1]
-        for key in METRICS:
-            per_clip[key].append([r[key] for r in rows])
-        log.info("%s: scene %d/%d done", name, i + 1, len(seeds))
-    with warnings.catch_warnings():  # the seam of clip 1 is undefined (NaN) everywhere
-        warnings.simplefilter("ignore", RuntimeWarning)
-        curves = {k: np.nanmean(np.asarray(v, float), axis=0).tolist() for k, v in per_clip.items()}
-    last = {k: [row[-1] for row in v] for k, v in per_clip.items()}
-    return DriftCurves(name, clips, len(seeds), curves, last)
+    from svi.models.bundle import load_bundle
+    from svi.pipeline import SVIPipeline
 
-
-def plot_drift(results: list[DriftCurves], path) -> None:
-    """One panel per metric, one curve per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, metric in zip(axes.flat, METRICS, strict=True):
-        for r in results:
-            ax.plot(np.arange(1, r.clips + 1), r.curves[metric], label=r.name)
-        ax.set_title(metric.replace("_", " "))
-        ax.set_xlabel("clip")
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def compare(
-    model: str | None,
-    variants: dict[str, tuple[str | None, float]],
-    seeds: list[int],
-    clips: int,
-    kind: str = "consistent",
-    config: GenerationConfig | None = None,
-) -> list[DriftCurves]:
-    """Drift curves of the base model with each LoRA variant (label -> (path, scale))."""
-    results = []
-    for label, (lora, scale) in variants.items():
-        pipe = SVIPipeline.from_pretrained(model)
-        if lora is not None:
-            pipe.load_lora(lora, scale)
-        results.append(drift_curves(pipe, seeds, clips, name=label, kind=kind, config=config))
-    return results
+    if clips < 1:
+        raise SviError(f"--clips must be >= 1, got {clips}")
+    if not seeds:
+        raise SviError("at least one scene is needed")
+    if len({c.name for c in contenders}) != len(contenders):
+        raise SviError("contender names must be unique")
+    for c in contenders:
+        for lora, scale in c.loras:
+            if not Path(lora).is_file():
+                raise SviError(f"contender {c.name!r}: LoRA file not found: {lora}")
+            if not np.isfinite(scale):
+                raise SviError(f"contender {c.name!r}: LoRA scale must be finite, got {scale}")
+    bundle = load_bundle(model)
+    model_hash = model_fingerprint(bundle)
+    p = bundle.preset
+    motion = SVIPipeline(bundle).plan(config, ["a", "b"]).carried_frames
+    grid = bundle.codec.spatial_factor * p.transformer["patch_size"][-1]
+    features = _feature_version() if use_features else None
+    score_key = _key_hash({"metrics": METRICS_VERSION, "features": features, "grid": grid})
+    todo = []
+    meta_contenders = {}
+    for c in contenders:
+        key = contender_key(c, model_hash, config)
+        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": _key_hash(key)}
+        for seed in seeds:
+            path = cache_dir / _key_hash(key) / f"{kind}-{seed}.npz"
+            todo.append(Job(model, c, SceneSpec(kind, seed, clips), config, path, score_key,
+                            p.num_frames, motion, p.height, grid, use_features))  # fmt: skip
+    results: list[list[dict] | None] = [None] * len(todo)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"drift ({kind}, {split})", total=len(todo) * clips)
+        if jobs <= 1:
+            for i, job in enumerate(todo):
+                before = bar.tasks[0].completed
+                results[i] = run_job(job, on_clip=lambda: bar.advance(task))
+                bar.update(task, completed=before + clips)
+        else:
+            results = _run_parallel(todo, jobs, lambda: bar.advance(task, clips))
+    rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
+    for job, res in zip(todo, results, strict=True):
+        rows[job.contender.name].append(res)
+    meta = {"model_hash": model_hash, "contenders": meta_contenders, "features": features,
+            "grid_period": grid, "motion_frames": motion}  # fmt: skip
+    return DriftRun(kind, split, list(seeds), clips, list(contenders), rows, meta)
 
 
-def markdown_table(results: list[DriftCurves]) -> str:
-    """First clip -> last clip for every metric and variant."""
-    head = "| variant | " + " | ".join(m.replace("_", " ") for m in METRICS) + " |"
-    rows = [head, "|" + " --- |" * (len(METRICS) + 1)]
-    for r in results:
-        s = r.summary()
-        cells = [f"{s[m]['first']:.3f} -> {s[m]['last']:.3f}" for m in METRICS]
-        rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+def _run_parallel(todo: list[Job], jobs: int, done: Callable[[], None]) -> list:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        futures = [pool.submit(run_job, job) for job in todo]
+        out = []
+        for fut in futures:
+            out.append(fut.result())
+            done()
+    return out
+
+
+def _feature_version() -> str | None:
+    try:
+        from svi.bench.features import FEATURE_VERSION
+    except ImportError:  # pragma: no cover
+        return None
+    return FEATURE_VERSION

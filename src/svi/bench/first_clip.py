@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from svi.bench import metrics
-from svi.clips import to_signed, to_uint8
 from svi.conditioning import build_y
 from svi.models.bundle import ModelBundle
+from svi.pixels import to_signed, to_uint8
 from svi.sampling import clip_noise, sample_latents
 
 

@@ -4,7 +4,9 @@
 - :class:`ErrorBank`: the replay memory, binned by the N inference sigmas;
 - :class:`ErrorInjector` / :class:`Injection`: per-sample coins, error injection into
   noise, video and conditioning, and the banking of new errors;
-- :func:`make_banks`: the (noise, video) bank pair of a config.
+- :func:`make_banks`: the (noise, video) bank pair of a config;
+- :func:`augment_y`: the handcrafted-degradation baseline (blur, noise, colour jitter
+  on the same slice of y as the image error), no bank involved.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ from __future__ import annotations
 import torch
 
 from svi.config import ErftConfig
+from svi.erft.augment import Augmentation, augment_y
 from svi.erft.bank import ErrorBank
 from svi.erft.errors import one_step_errors
 from svi.erft.inject import ErrorInjector, Injection
 from svi.flow import inference_sigmas
 
-__all__ = ["ErrorBank", "ErrorInjector", "Injection", "make_banks", "one_step_errors"]
+__all__ = [
+    "Augmentation",
+    "ErrorBank",
+    "ErrorInjector",
+    "Injection",
+    "augment_y",
+    "make_banks",
+    "one_step_errors",
+]
 
 
 def make_banks(

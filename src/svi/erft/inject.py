@@ -23,11 +23,12 @@ the conditioning video) and per-sample sigmas ``s`` (B,), every sample ``b`` get
 3. The target is the error-recycled velocity with the CLEAN data end:
    ``v* = eps~ - x0``. The training loop then builds ``x_t = (1 - s) x0~ + s eps~``
    (``flow.interpolate(inj.x0_in, inj.noise, s)``) and runs the model on ``y~``.
-4. Banking (:meth:`ErrorInjector.bank_errors`): ``dv = v_hat - v*``,
-   ``E_noi <- (1 - s) dv`` into the noise bank and ``E_vid <- -s dv`` into the video
-   bank, both at the sample's sigma. Samples with an injected error are always banked;
-   a clean sample only with probability ``clean_bank_prob`` (its coin is drawn in
-   :meth:`ErrorInjector.inject`, recorded in ``Injection.bank``).
+4. Banking (:meth:`ErrorInjector.errors`, then :meth:`ErrorInjector.add`):
+   ``dv = v_hat - v*``, ``E_noi <- (1 - s) dv`` into the noise bank and
+   ``E_vid <- -s dv`` into the video bank, both at the sample's sigma. Samples with an
+   injected error are always banked; a clean sample only with probability
+   ``clean_bank_prob`` (its coin is drawn in :meth:`ErrorInjector.inject`, recorded in
+   ``Injection.bank``).
 
 Nothing here modifies its inputs in place.
 """
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from svi.conditioning import MASK_CHANNELS
 from svi.config import ErftConfig
 from svi.erft.bank import ErrorBank
 from svi.erft.errors import one_step_errors
@@ -48,7 +50,6 @@ from svi.flow import velocity_target
 
 log = logging.getLogger(__name__)
 
-MASK_CHANNELS = 4  # y = [4 mask channels, C latent channels] (SVI_SPEC section 2)
 TERMS = ("noise", "video", "image")
 
 # columns of the per-sample uniforms drawn from the generator (a fixed number per
@@ -194,15 +195,6 @@ class ErrorInjector:
         self.noise_bank.add(e_noise[idx.to(e_noise.device)], sig)
         self.video_bank.add(e_video[idx.to(e_video.device)], sig)
         return int(idx.numel())
-
-    def bank_errors(
-        self, injection: Injection, x_t: Tensor, sigma: Tensor | float, v_pred: Tensor
-    ) -> tuple[int, int]:
-        """Bank this process's errors (:meth:`errors` then :meth:`add`); returns the counts."""
-        if not bool(injection.bank.any()):
-            return 0, 0
-        n = self.add(*self.errors(injection, x_t, sigma, v_pred))
-        return n, n
 
 
 def _per_sample(sigma: Tensor | float, batch: int) -> Tensor:

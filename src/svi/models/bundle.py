@@ -107,7 +107,7 @@ def _load_world_dir(path: Path, preset_name: str | None) -> ModelBundle:
     except json.JSONDecodeError as exc:
         raise SviError(f"{path / MODEL_FILE} is not valid JSON: {exc}") from None
     try:
-        preset = ModelPreset(**meta["preset"])
+        preset = ModelPreset.from_dict(meta["preset"])
     except (KeyError, TypeError) as exc:
         raise SviError(f"{path / MODEL_FILE} does not describe a preset: {exc}") from None
     if preset_name is not None and preset_name != preset.name:

@@ -16,6 +16,10 @@ from svi.errors import SviError
 MaskMode = Literal["first", "motion"]
 Padding = Literal["anchor", "zeros", "last"]
 
+# Fields that older versions wrote into svi_model.json and nothing reads (the LoRA rank
+# and alpha of a training run live in TrainConfig); stored presets may still carry them.
+_RETIRED_FIELDS = frozenset({"lora_rank", "lora_alpha"})
+
 
 @dataclass(frozen=True)
 class ModelPreset:
@@ -37,13 +41,21 @@ class ModelPreset:
     steps: int
     cfg: float
     negative_prompt: str = ""
-    lora_rank: int = 128
-    lora_alpha: int = 128
     transformer: dict[str, Any] = field(default_factory=dict)  # world DiT config
     wan_variant: str | None = None  # real Wan: layout expected in the folder
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelPreset:
+        """The preset :meth:`to_dict` stored (retired fields of older files are ignored).
+
+        Raises TypeError for anything else (not a dict, unknown or missing fields).
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a preset is a JSON object, got {type(data).__name__}")
+        return cls(**{k: v for k, v in data.items() if k not in _RETIRED_FIELDS})
 
 
 # Tiny DiT of the same class as Wan (diffusers WanTransformer3DModel), pixel "latents":
@@ -104,8 +116,6 @@ PRESETS: dict[str, ModelPreset] = {
         steps=20,
         cfg=1.0,
         negative_prompt="",
-        lora_rank=16,
-        lora_alpha=16,
         transformer=_WORLD_TINY_DIT,
     ),
     "wan2.1-i2v-14b-480p": ModelPreset(

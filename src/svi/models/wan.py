@@ -18,7 +18,7 @@ Facts taken from diffusers 0.42 (``pipelines/wan/pipeline_wan_i2v.py``):
 
 - two experts: ``boundary_timestep = boundary_ratio * num_train_timesteps``; the step
   uses ``transformer`` when ``t >= boundary_timestep`` (high noise) and ``transformer_2``
-  below it (``__call__``, denoising loop). See :meth:`WanComponents.expert_for`.
+  below it (``__call__``, denoising loop). :class:`svi.sampling.Experts` switches so.
 - ``concat``: the DiT input is ``cat([noisy latent, mask(4) + VAE latent of the
   conditioning video], dim=1)`` (``prepare_latents``), 16 + 20 = 36 channels.
 - ``latent_replace`` (``expand_timesteps=True``, TI2V 5B): only the image is encoded
@@ -62,7 +62,6 @@ __all__ = [
     "validate_wan_folder",
 ]
 
-NUM_TRAIN_TIMESTEPS = 1000
 A14B_BOUNDARY_RATIO = 0.9  # diffusers' convert script, Wan 2.2 I2V A14B
 WAN_TEXT_TOKENS = 512
 
@@ -137,14 +136,6 @@ class WanComponents:
     @property
     def experts(self) -> list[Any]:
         return [t for t in (self.transformer, self.transformer_2) if t is not None]
-
-    def expert_for(self, timestep: float) -> Any:
-        """The DiT for ``timestep`` (= 1000 * sigma), as WanImageToVideoPipeline picks it."""
-        if self.boundary_ratio is None or self.transformer_2 is None:
-            return self.transformer
-        if float(timestep) >= self.boundary_ratio * NUM_TRAIN_TIMESTEPS:
-            return self.transformer
-        return self.transformer_2
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor | None:

@@ -81,7 +81,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 def write_episode(episode: Episode, out: str | Path, stem: str | None = None) -> dict[str, Path]:
     """Write an episode's files into ``out``; returns {role: path}."""
-    from svi.video_io import write_video
+    from svi.video import write_video
 
     out = prepare_dir(Path(out))
 

@@ -1,7 +1,8 @@
-"""Tests for svi.video_io: the crash-safe VideoWriter and the video/image readers."""
+"""Tests for svi.video: the crash-safe VideoWriter and the video/image readers."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -18,9 +19,10 @@ import pytest
 from PIL import Image
 
 from svi.errors import SviError
-from svi.video_io import (
+from svi.video import (
     VideoWriter,
     iter_frames,
+    mp4,
     read_image,
     read_video,
     video_info,
@@ -126,8 +128,8 @@ def test_sigkill_after_k_clips_keeps_exactly_k_clips(tmp_path: Path) -> None:
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_video_io import smooth_clip
-        from svi.video_io import VideoWriter
+        from test_video import smooth_clip
+        from svi.video import VideoWriter
         with VideoWriter({str(target)!r}) as writer:
             for k in range(2):
                 writer.write(smooth_clip(k))
@@ -176,7 +178,7 @@ def test_atomic_finalisation(tmp_path: Path) -> None:
 def test_exception_in_with_keeps_partial(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     target = tmp_path / "boom.mp4"
     partial = VideoWriter.partial_path_for(target)
-    caplog.set_level(logging.WARNING, logger="svi.video_io")
+    caplog.set_level(logging.WARNING, logger="svi.video")
     with pytest.raises(RuntimeError, match="generation failed"), VideoWriter(target) as writer:
         writer.write(smooth_clip(0))
         raise RuntimeError("generation failed")
@@ -262,7 +264,7 @@ def test_output_parent_is_a_file(tmp_path: Path) -> None:
 
 def test_unwritable_output_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulated (tests may run as root, for whom every directory is writable).
-    monkeypatch.setattr("svi.video_io.os.access", lambda *args, **kwargs: False)
+    monkeypatch.setattr("svi.video.writer.os.access", lambda *args, **kwargs: False)
     with pytest.raises(SviError, match="is not writable"):
         VideoWriter(tmp_path / "out.mp4")
     assert list(tmp_path.iterdir()) == []
@@ -371,6 +373,21 @@ def assert_same_as_uninterrupted(target: Path, uninterrupted: Path) -> None:
     assert numbers == fragment_sequence_numbers(uninterrupted)
 
 
+def test_mp4_scan_finds_the_settings_and_every_clip_end(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    committed = crashed_run(target, 3)
+    with io.FileIO(VideoWriter.partial_path_for(target), "r") as file:
+        scan = mp4.scan_partial(file)
+    assert scan.settings == {"format": 1, "fps": "16/1", "crf": 0, "codec": "libx264",
+                             "pix_fmt": "yuv444p", "height": 32, "width": 32}  # fmt: skip
+    assert [end.offset for end in scan.ends] == [0, *committed]
+    assert [end.frames for end in scan.ends] == [k * CLIP_FRAMES for k in range(4)]
+    assert [end.clips for end in scan.ends] == [0, 1, 2, 3]
+    assert scan.moov is not None and scan.size == committed[-1]
+    record = mp4.clip_record_box(1, 5, 5, 2, b"fragments")
+    assert record[4:8] == b"free" and len(record) == struct.unpack_from(">I", record)[0]
+
+
 def test_bytes_committed_is_the_size_of_the_complete_part(tmp_path: Path) -> None:
     target = tmp_path / "out.mp4"
     writer = VideoWriter(target)
@@ -418,7 +435,7 @@ def test_resume_drops_a_half_written_clip(
                 file.write(np.random.default_rng(2).bytes(1000))
             else:  # a fragment header promising more bytes than follow
                 file.write(b"\x00\x00\x10\x00moof" + bytes(100))
-    caplog.set_level(logging.WARNING, logger="svi.video_io")
+    caplog.set_level(logging.WARNING, logger="svi.video")
     writer = VideoWriter.resume(target, expected_frames=3 * CLIP_FRAMES)
     assert "dropped" in caplog.text
     assert partial.stat().st_size == committed[2] == writer.bytes_committed
@@ -552,8 +569,8 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, uninterrupted: Path) -> Non
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_video_io import smooth_clip
-        from svi.video_io import VideoWriter
+        from test_video import smooth_clip
+        from svi.video import VideoWriter
         writer = VideoWriter({str(target)!r}, crf=0, pix_fmt="yuv444p")
         for k in range(10_000):  # writes until killed
             writer.write(smooth_clip(k % 5))
@@ -731,7 +748,7 @@ def test_disk_error_during_write_rolls_back(
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("svi.video_io.os.fsync", disk_full)
+    monkeypatch.setattr("svi.video.writer.os.fsync", disk_full)
     with pytest.raises(SviError, match=r"full\.partial\.mp4: cannot write video data: .*No space"):
         writer.write(smooth_clip(1))
     assert writer.partial_path.stat().st_size == size_after_clip0

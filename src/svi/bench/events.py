@@ -1,0 +1,109 @@
+"""Event following in creative world scenes: did the prompted change happen?
+
+A creative scene applies one event per world clip (``clip_frames`` frames) and its
+prompt stream announces it (``truth.meta["events"]``). A rollout that receives the
+same stream is scored per event on the generated frames of the event's response
+window - the last ``RESPONSE_FRAMES`` frames of the world clip the event starts, when
+the truth already shows the change:
+
+- ``colour``: one blob of the new colour of the right size (:func:`metrics.object_found`)
+  in most window frames, and no such blob of the old colour unless another object
+  still has it;
+- ``enter``: a blob of the entering object's colour at the end of the window;
+- ``leave``: no blob of the leaving object's colour at the end of the window (unless
+  another object still has it);
+- ``background``: off the true objects, the frames are nearer the new true background
+  than the old one (median absolute error, as the background error);
+- ``dim`` / ``brighten``: the mean luminance moves the same way as the truth's, by at
+  least half as much, against the generated frames just before the event;
+- ``speed_up`` / ``resume`` / ``stop``: not scored (needs object tracking).
+
+Each event gives 1 (followed), 0 (not) or None (not scorable: too few frames or
+objects too small). Stability of what the prompt did not change is measured by the
+drift metrics against the same truth (identity, background error, colour drift).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from svi.bench import metrics
+
+RESPONSE_FRAMES = 5  # frames at the end of an event's world clip that are scored
+SCORED_KINDS = ("colour", "enter", "leave", "background", "dim", "brighten")
+
+
+def _other_has(truth, t: int, colour: np.ndarray, skip: int) -> bool:
+    """Does another visible object of the truth at frame ``t`` share ``colour``?"""
+    for k in range(truth.masks.shape[1]):
+        if k == skip or truth.masks[t, k].sum() < metrics.MIN_OBJECT_AREA:
+            continue
+        if np.linalg.norm(truth.colours[t, k].astype(float) - colour) < metrics.COLOUR_TOLERANCE:
+            return True
+    return False
+
+
+def _blob_share(video: np.ndarray, frames: range, colour: np.ndarray, area: float) -> float:
+    hits = [metrics.object_found(video[t], colour, area) for t in frames]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def _luma(frames: np.ndarray) -> float:
+    return float(metrics.grey(frames).mean())
+
+
+def follow_event(
+    video: np.ndarray, true_video: np.ndarray, truth, event: dict, clip_frames: int
+) -> float | None:
+    """1.0 / 0.0 if ``event`` (an entry of ``truth.meta["events"]``) was followed in the
+    generated ``video`` (frames aligned with the true frames ``true_video`` and their
+    ``truth``), None if it cannot be scored."""
+    start = int(event["frame"])
+    end = min(start + clip_frames, len(video), truth.num_frames)
+    window = range(max(start, end - RESPONSE_FRAMES), end)
+    if start < 1 or len(window) < 2 or event["kind"] not in SCORED_KINDS:
+        return None
+    last = window[-1]
+    kind, k = event["kind"], event.get("object")
+    if kind in ("colour", "enter", "leave"):
+        area = float(truth.masks[start - 1 if kind == "leave" else last, k].sum())
+        if area < metrics.MIN_OBJECT_AREA:
+            return None
+    if kind == "colour":
+        new = truth.colours[last, k].astype(float)
+        old = truth.colours[start - 1, k].astype(float)
+        new_ok = _blob_share(video, window, new, area) > 0.5
+        old_gone = _other_has(truth, last, old, k) or _blob_share(video, window, old, area) < 0.5
+        return float(new_ok and old_gone)
+    if kind == "enter":
+        colour = truth.colours[last, k].astype(float)
+        return float(metrics.object_found(video[last], colour, area))
+    if kind == "leave":
+        colour = truth.colours[start - 1, k].astype(float)
+        if _other_has(truth, last, colour, k):
+            return None
+        return float(not metrics.object_found(video[last], colour, area))
+    if kind == "background":
+        gen, masks = video[window], truth.masks[window]
+        new = truth.background[window]
+        old = np.broadcast_to(truth.background[start - 1], new.shape)
+        err_new = metrics.robust_background_error(gen, new, masks)
+        return float(err_new < metrics.robust_background_error(gen, old, masks))
+    # dim / brighten
+    before = range(max(0, start - 3), start)
+    true_change = _luma(true_video[window]) - _luma(true_video[before])
+    gen_change = _luma(video[window]) - _luma(video[before])
+    if abs(true_change) < metrics.REFERENCE_FLOOR:
+        return None
+    return float(np.sign(gen_change) == np.sign(true_change)
+                 and abs(gen_change) >= 0.5 * abs(true_change))  # fmt: skip
+
+
+def events_in(truth, first: int, stop: int, clip_frames: int) -> list[dict]:
+    """The events whose response window ends in the frames ``[first, stop)``."""
+    out = []
+    for event in truth.meta.get("events", []):
+        end = min(int(event["frame"]) + clip_frames, truth.num_frames)
+        if first <= end - 1 < stop:
+            out.append(event)
+    return out

@@ -1,0 +1,40 @@
+"""Fast fingerprints of weight files and model folders, for manifests and caches.
+
+A full sha256 of a 28 GB Wan folder takes minutes; a fingerprint hashes each file's
+name, size, first and last MiB (a safetensors header - tensor names, shapes, offsets -
+is at the start), which changes with any re-save, re-train or truncation in practice.
+Small files (up to 2 MiB, e.g. every LoRA of the embedded model) are hashed whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CHUNK = 1 << 20
+WEIGHT_SUFFIXES = (".safetensors", ".json")
+
+
+def fingerprint_files(paths: list[Path], length: int = 16) -> str:
+    """Hex digest over the files' names, sizes and head/tail bytes (sorted by path)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        size = path.stat().st_size
+        h.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as f:
+            if size <= 2 * CHUNK:
+                h.update(f.read())
+            else:
+                h.update(f.read(CHUNK))
+                f.seek(size - CHUNK)
+                h.update(f.read(CHUNK))
+    return h.hexdigest()[:length]
+
+
+def fingerprint_model(source: str | Path) -> str:
+    """Fingerprint of a model folder's weight and config files (a file: itself)."""
+    root = Path(source)
+    if root.is_file():
+        return fingerprint_files([root])
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
+    return fingerprint_files(files)

@@ -1,0 +1,190 @@
+"""The drift runner: contenders x scenes, cache and resume, report, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svi.bench import drift
+from svi.bench.drift import CLIP_METRICS, Contender, load_contenders, parse_lora_option, run_drift
+from svi.bench.report import build_report, headline, markdown, write_report
+from svi.cli import main
+from svi.errors import SviError
+from svi.lora import save_lora
+from svi.pipeline import GenerationConfig, SVIPipeline
+from svi.video import write_video
+from world_fixtures import build_tiny_world_model, random_lora
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_tiny_world_model(tmp_path_factory.mktemp("m") / "m"))
+
+
+@pytest.fixture(scope="module")
+def lora(model, tmp_path_factory: pytest.TempPathFactory) -> str:
+    pipe = SVIPipeline.from_pretrained(model)
+    path = tmp_path_factory.mktemp("l") / "l.safetensors"
+    return str(save_lora(path, random_lora(pipe.bundle.transformer), form="diffusers"))
+
+
+def _run(model, contenders, tmp_path, clips=3, kind="creative", **kw):
+    kw.setdefault("use_features", False)
+    return run_drift(model, contenders, [9, 39], clips, kind=kind, split="val",
+                     config=GenerationConfig(), cache_dir=tmp_path / "cache", progress=False,
+                     **kw)  # fmt: skip
+
+
+def test_one_row_per_clip_and_scene(model, lora, tmp_path: Path) -> None:
+    run = _run(model, [Contender("base"), Contender("l", loras=((lora, 1.0),))], tmp_path)
+    assert set(run.rows) == {"base", "l"}
+    assert all(
+        len(scenes) == 2 and all(len(r) == 3 for r in scenes) for scenes in run.rows.values()
+    )
+    row = run.rows["base"][0][1]
+    assert set(CLIP_METRICS) <= set(row)
+    assert np.isnan(run.rows["base"][0][0]["seam"]) and np.isfinite(row["seam"])
+    assert run.curve("l", "motion").shape == (2, 3)
+    assert not np.array_equal(run.curve("base", "motion"), run.curve("l", "motion"))
+    assert not run.publishable and run.horizons() == [1, 3]
+
+
+def test_cached_scenes_are_not_recomputed(model, tmp_path: Path, monkeypatch) -> None:
+    first = _run(model, [Contender("base")], tmp_path, clips=4)
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(drift, "load_pipeline", refuse)
+    monkeypatch.setattr(drift, "_WORKER", {})
+    again = _run(model, [Contender("base")], tmp_path, clips=4)
+    shorter = _run(model, [Contender("base")], tmp_path, clips=2)  # a prefix of the rollout
+    monkeypatch.setattr(drift, "METRICS_VERSION", "changed")  # rescored from cached videos
+    same = json.dumps  # rows hold NaN (undefined seams): compare their JSON text
+    assert same(again.rows) == same(first.rows)
+    assert same(shorter.rows["base"][1]) == same(first.rows["base"][1][:2])
+    with pytest.raises(AssertionError):  # another sampler setting is another rollout
+        run_drift(model, [Contender("base")], [9], 2, kind="creative", split="val",
+                  config=GenerationConfig(steps=1), cache_dir=tmp_path / "cache",
+                  progress=False, use_features=False)  # fmt: skip
+
+
+def test_same_scene_same_noise_is_deterministic(model, tmp_path: Path) -> None:
+    a = _run(model, [Contender("base")], tmp_path / "a", kind="consistent")
+    b = _run(model, [Contender("base")], tmp_path / "b", kind="consistent")
+    assert json.dumps(a.rows) == json.dumps(b.rows)
+
+
+def test_report_has_cis_pairs_and_protocol(model, lora, tmp_path: Path) -> None:
+    contenders = [Contender("base"), Contender("l1", "l", ((lora, 1.0),)),
+                  Contender("l2", "l", ((lora, 0.5),))]  # fmt: skip
+    run = _run(model, contenders, tmp_path)
+    report = build_report(run, GenerationConfig())
+    proto = report["protocol"]
+    assert proto["publishable"] is False and len(proto["not_publishable_because"]) == 2
+    assert set(report["summary"]) == {"base", "l1", "l2", "l (pooled)"}
+    assert set(report["paired"]) == {"base vs l", "l vs base"}
+    iv = report["summary"]["base"]["motion"]["3"]
+    assert iv["lo"] <= iv["mean"] <= iv["hi"]
+    pair = report["paired"]["l vs base"]["background_error"]["3"]
+    assert pair["wins"] + pair["losses"] <= 2
+    assert report["provenance"]["model_hash"] and report["provenance"]["metrics_version"]
+    assert len(report["curves"]["l"]["motion"]["mean"]) == 3
+    text = markdown(report, focus="l")
+    assert "NOT publishable" in text and "| l vs base |" in text
+    json.dumps(report, allow_nan=False)  # strict JSON: no NaN
+    head = headline(report)
+    assert "| base |" in head and "| l (pooled) |" in head and "| l1 |" not in head
+    write_report(run, GenerationConfig(), tmp_path / "out" / "r")
+    assert {p.suffix for p in (tmp_path / "out").iterdir()} == {".json", ".md", ".png"}
+
+
+def test_contender_files(tmp_path: Path, lora) -> None:
+    good = tmp_path / "c.toml"
+    good.write_text(f'[contender.erft-s1]\ngroup = "erft"\nlora = "{lora}"\ntrain_seed = 1\n'
+                    '[contender.base]\n')  # fmt: skip
+    entries = load_contenders(good)
+    assert [c.name for c in entries] == ["erft-s1", "base"]
+    assert entries[0].loras == ((lora, 1.0),) and entries[1].group == "base"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[contender.x]\nloar = "a"\n')
+    with pytest.raises(SviError, match="unknown keys"):
+        load_contenders(bad)
+    bad.write_text("x = 1\n")
+    with pytest.raises(SviError, match="no \\[contender"):
+        load_contenders(bad)
+    assert parse_lora_option("a=F:0.5").loras == (("F", 0.5),)
+    with pytest.raises(SviError, match="not a number"):
+        parse_lora_option("a=F:abc")
+    with pytest.raises(SviError, match="LABEL=PATH"):
+        parse_lora_option("F")
+
+
+def test_missing_lora_is_refused_before_work(model, tmp_path: Path) -> None:
+    with pytest.raises(SviError, match="not found"):
+        _run(model, [Contender("x", loras=(("/nope.safetensors", 1.0),))], tmp_path)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--split", "train"],
+        ["--kind", "talking"],
+        ["--scenes", "0"],
+        ["--lora", "a=F:abc"],
+        ["--lora", "a=/does/not/exist.safetensors"],
+        ["--only", "nobody"],
+    ],
+)
+def test_bench_drift_bad_input_is_one_line(args, capsys, tmp_path: Path) -> None:
+    code = main(["bench", "drift", "--out", str(tmp_path / "d"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:")
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_bench_video_on_any_video(tmp_path: Path, capsys) -> None:
+    """A non-world video (a moving gradient, 64x48) with a seam every 6 frames."""
+    t = np.arange(24)[:, None, None]
+    x = np.arange(64)[None, None, :]
+    grad = (128 + 60 * np.sin((x + 2 * t) / 9.0)).astype(np.uint8)
+    frames = np.repeat(np.broadcast_to(grad, (24, 48, 64))[..., None], 3, axis=-1).copy()
+    frames[12:] = np.clip(frames[12:].astype(int) + 60, 0, 255)  # a jump at frame 12
+    path = write_video(tmp_path / "v.mp4", frames, fps=8, crf=0)
+    assert main(["bench", "video", str(path), "--json", "--stride", "6"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 24 and len(report["per_second"]) == 3
+    assert len(report["per_clip"]) == 4
+    jumps = {s["frame"]: s["jump"] for s in report["seams"]}
+    assert max(jumps, key=jumps.get) == 12 and jumps[12] > 0.1
+    assert main(["bench", "video", str(path), "--no-features"]) == 0  # detected seams
+    assert "frame 12" in capsys.readouterr().out
+
+
+def test_bench_video_broken_file_is_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"garbage" * 50)
+    assert main(["bench", "video", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_longer_rollouts_extend_cached_ones_exactly(model, tmp_path: Path) -> None:
+    """3 clips, then 5 (continuing from the cached carry) == 5 clips in one go."""
+    _run(model, [Contender("base")], tmp_path / "a", clips=3)
+    extended = _run(model, [Contender("base")], tmp_path / "a", clips=5)
+    direct = _run(model, [Contender("base")], tmp_path / "b", clips=5)
+    assert json.dumps(extended.rows) == json.dumps(direct.rows)
+    videos = [np.load(next((tmp_path / d / "cache").rglob("creative-9.npz")))["frames"]
+              for d in ("a", "b")]  # fmt: skip
+    assert videos[0].shape == (5 * 3, 32, 32, 3) and np.array_equal(*videos)
+
+
+def test_parallel_workers_give_the_same_rows(model, tmp_path: Path) -> None:
+    serial = _run(model, [Contender("base")], tmp_path / "s", clips=2, kind="consistent")
+    parallel = _run(model, [Contender("base")], tmp_path / "p", clips=2, kind="consistent", jobs=2)
+    assert json.dumps(parallel.rows) == json.dumps(serial.rows)

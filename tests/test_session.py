@@ -124,7 +124,7 @@ def test_resume_refuses_other_arguments(model: Path, tmp_path: Path, monkeypatch
         with pytest.raises(RuntimeError):
             run_generate(_request(model, out, clips=4))
     cases = [({"seed": 9}, "changed: plan.seed$"), ({"clips": 6}, "plan.clips, plan.total_frames"),
-             ({"steps": 1}, "plan.steps"), ({"prompt": "other"}, "changed: prompts$"),
+             ({"steps": 1}, "plan.steps"), ({"prompt": "other"}, "changed: prompt_texts$"),
              ({"handoff": "latent"}, "plan.handoff")]  # fmt: skip
     for change, named in cases:
         with pytest.raises(SviError, match=named):
@@ -251,3 +251,14 @@ def test_a_model_folder_lora_is_loaded_by_default(tmp_path: Path) -> None:
     assert [entry["path"] for entry in m["inputs"]["loras"]] == [str(folder / DEFAULT_LORA)]
     m = run_generate(_request(folder, tmp_path / "b.mp4", clips=1, no_lora=True))
     assert m["inputs"]["loras"] == []
+
+
+def test_a_long_prompt_is_stored_once(model: Path, tmp_path: Path) -> None:
+    """The manifest keeps distinct prompt texts once; clips refer to them by index."""
+    long = "a red disc bounces " * 5000 + "END-OF-PROMPT"  # ~95 kB
+    out = tmp_path / "long.mp4"
+    run_generate(_request(model, out, clips=6, prompt=long, steps=1))
+    text = manifest_path(out).read_text()
+    assert text.count("END-OF-PROMPT") == 1 and len(text) < len(long) + 20_000
+    saved = json.loads(text)
+    assert [c["prompt_index"] for c in saved["clips"]] == [0] * 6

@@ -235,7 +235,7 @@ def bench_curve(
     scenes: int = typer.Option(32, help="Validation scenes per checkpoint."),
     steps: int | None = typer.Option(None, help="Sampler steps."),
     raw: bool = typer.Option(False, help="Evaluate raw weights instead of the EMA."),
-    out: Path = typer.Option(Path("docs/figures/learning_curve.png"), help="Plot path."),
+    out: Path = typer.Option(Path("svi-bench/learning_curve.png"), help="Plot path (+ .json)."),
 ) -> None:
     """Learning curve of a run: gate figures of every checkpoint vs training minutes."""
     import json

@@ -53,7 +53,7 @@ from svi.video import VideoWriter, write_video
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: prompts stored once (texts + per-entry index), the plan
 
 
 def manifest_path(out: Path) -> Path:
@@ -164,9 +164,17 @@ def describe_inputs(
         "loras": pipe.loras,
         "start_frames_sha256": _sha256(start),
         "start_shape": list(start.shape),
-        "prompts": prompts,
+        **_prompt_table(prompts),
         "plan": plan.to_dict(),
     }
+
+
+def _prompt_table(prompts: list[str]) -> dict[str, list]:
+    """The stream as distinct texts + one index per entry: a long prompt repeated over
+    many clips is stored once (clip records refer to the same indices)."""
+    texts: dict[str, int] = {}
+    stream = [texts.setdefault(p, len(texts)) for p in prompts]
+    return {"prompt_texts": list(texts), "prompt_stream": stream}
 
 
 def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
@@ -243,7 +251,7 @@ def generate_to_file(
                     manifest["clips"].append(
                         {
                             "index": clip.index,
-                            "prompt": clip.prompt,
+                            "prompt_index": inputs["prompt_texts"].index(clip.prompt),
                             "seed": clip.seed,
                             "seconds": round(clip.seconds, 4),
                             "frames_sha256": _sha256(clip.new_frames),

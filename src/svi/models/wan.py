@@ -358,6 +358,38 @@ def _load(what: str, path: Path, loader, **kwargs):
         raise SviError(f"cannot load {what} from {path}: {_line(exc)}") from exc
 
 
+def _check_weights_match_config(path: Path) -> None:
+    """Refuse a DiT whose weight files and config disagree (a layer the config does not
+    build would be dropped silently; a missing one would stay uninitialised)."""
+    import json
+
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+    from safetensors import safe_open
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        with init_empty_weights():
+            model = WanTransformer3DModel.from_config(config)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        stored: dict[str, tuple[int, ...]] = {}
+        for file in sorted(path.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as f:
+                stored.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    except Exception as exc:  # reported by the loader with the file named
+        logger.debug("weight/config check skipped for %s: %s", path, exc)
+        return
+    extra = sorted(set(stored) - set(expected))
+    missing = sorted(set(expected) - set(stored))
+    wrong = sorted(k for k in set(stored) & set(expected) if stored[k] != expected[k])
+    found = (("weights the config does not build", extra), ("weights missing", missing),
+             ("shapes that differ from the config", wrong))  # fmt: skip
+    problems = [f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for what, keys in found if keys]  # fmt: skip
+    if problems:
+        raise SviError(f"{path}: config.json and the weights disagree - " + "; ".join(problems))
+
+
 def _load_clip(folder: Path, index: dict[str, Any], dtype: torch.dtype):
     import transformers
 
@@ -416,6 +448,7 @@ def load_wan_folder(
         raise SviError(f"{variant} uses CLIP tokens and needs text_max_length {WAN_TEXT_TOKENS}")
 
     def transformer(name: str):
+        _check_weights_match_config(folder / name)
         model = _load(name, folder / name, WanTransformer3DModel.from_pretrained, torch_dtype=dtype)
         return model.to(device).eval().requires_grad_(False)
 
@@ -425,6 +458,11 @@ def load_wan_folder(
     if layout.two_experts and boundary is None:
         logger.warning("%s has no boundary_ratio; using %s", folder, A14B_BOUNDARY_RATIO)
         boundary = A14B_BOUNDARY_RATIO
+    if boundary is not None:
+        ok = isinstance(boundary, int | float) and not isinstance(boundary, bool)
+        if not (ok and 0.0 < float(boundary) < 1.0):
+            raise SviError(f"{folder / 'model_index.json'}: boundary_ratio must be a number in "
+                           f"(0, 1) (Wan 2.2: 0.875-0.9), got {boundary!r}")  # fmt: skip
     vae = _load("the vae", folder / "vae", AutoencoderKLWan.from_pretrained, torch_dtype=vae_dtype)
     codec = WanVAECodec(vae.to(device))
     text = UMT5TextEncoder.from_folder(

@@ -262,7 +262,9 @@ def bench_drift(
     scenes: int = typer.Option(8, help="Held-out scenes (32+ on test for published figures)."),
     split: str = typer.Option("val", help="val (tuning) | test (published figures)."),
     kind: str = typer.Option("consistent", help="consistent | creative."),
-    padding: str | None = typer.Option(None, help="Padding of LoRA-less contenders."),
+    padding: str | None = typer.Option(
+        None, help="Padding for every contender (default: each LoRA's own, else the model's)."
+    ),
     jobs: int = typer.Option(1, help="Worker processes (threads are split between them)."),
     features: bool = typer.Option(True, help="Score world-feature consistency."),
     focus: str | None = typer.Option(None, help="Group compared against the others."),

@@ -81,13 +81,6 @@ class GenerationPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> GenerationPlan:
-        names = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != names:
-            raise SviError("the stored generation plan is incomplete or from another version")
-        return cls(**data)
-
     def differences(self, other: GenerationPlan) -> list[str]:
         """Names of the fields whose values differ (``clips`` included)."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]

@@ -15,7 +15,7 @@ def scene():
 
 
 def _identity(frames, truth) -> float:
-    found, scored = metrics.identity_counts(frames, truth.colours, truth.masks)
+    found, _, scored = metrics.identity_counts(frames, truth.colours, truth.masks)
     return found / scored
 
 
@@ -33,7 +33,7 @@ def _colour_count_survival(frames, truth) -> float:
 def test_truth_scores_perfectly(scene) -> None:
     t = scene.truth
     assert _identity(scene.frames, t) > 0.98  # 1 occluded sliver of 96 is lost to denoising
-    found, scored = metrics.identity_counts(scene.frames, t.colours, t.masks, located=True)
+    _, found, scored = metrics.identity_counts(scene.frames, t.colours, t.masks)
     assert found > 0.98 * scored
     assert metrics.robust_background_error(scene.frames, t.background, t.masks) == 0.0
     assert metrics.colour_drift(scene.frames, scene.frames) == 0.0
@@ -69,7 +69,7 @@ def test_identity_location_free_vs_located(scene) -> None:
     t = scene.truth
     shifted = np.roll(scene.frames, 12, axis=2)
     assert _identity(shifted, t) > 0.6  # objects intact elsewhere (some cut by the roll)
-    found, scored = metrics.identity_counts(shifted, t.colours, t.masks, located=True)
+    _, found, scored = metrics.identity_counts(shifted, t.colours, t.masks)
     assert found / scored < 0.3
 
 

@@ -274,7 +274,7 @@ def test_environment_errors_exit_2_bugs_exit_1_in_one_line(
     def failing(path: Path, data: bytes) -> None:
         raise error
 
-    monkeypatch.setattr(session, "_atomic_write", failing)
+    monkeypatch.setattr(session, "write_atomic", failing)
     argv = [str(a) for a in _gen(assets["model"], tmp_path / "out.mp4")]
     assert main(argv) == code
     assert capsys.readouterr().err == f"error: {message}\n"

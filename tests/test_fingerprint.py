@@ -35,3 +35,15 @@ def test_model_folder_fingerprint(tmp_path: Path) -> None:
     assert fingerprint_model(tmp_path) == first
     (tmp_path / "config.json").write_text('{"num_layers": 3}')
     assert fingerprint_model(tmp_path) != first
+
+
+def test_whole_file_fingerprint_sees_the_middle(tmp_path: Path) -> None:
+    """Cache keys hash every byte: a change between the sampled head and tail counts."""
+    path = tmp_path / "w.safetensors"
+    data = bytearray(b"x" * (3 * CHUNK))
+    path.write_bytes(bytes(data))
+    sampled, whole = fingerprint_files([path]), fingerprint_files([path], whole=True)
+    data[len(data) // 2] = ord("y")
+    path.write_bytes(bytes(data))
+    assert fingerprint_files([path]) == sampled  # the fast fingerprint does not read it
+    assert fingerprint_files([path], whole=True) != whole

@@ -238,13 +238,11 @@ def test_config_with_fewer_layers_than_the_weights_is_refused(copy_of):
     """A layer the config does not build would be dropped silently by the loader."""
     folder = copy_of("wan2.2-ti2v-5b")
     config_path = folder / "transformer" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["num_layers"] -= 1
-    config_path.write_text(json.dumps(config))
+    layers = json.loads(config_path.read_text())["num_layers"]
+    _edit_config(config_path, num_layers=layers - 1)
     with pytest.raises(SviError, match="config does not build: blocks"):
         load_wan_folder(folder)
-    config["num_layers"] += 2  # more layers than stored: they would stay uninitialised
-    config_path.write_text(json.dumps(config))
+    _edit_config(config_path, num_layers=layers + 1)  # never stored: stays uninitialised
     with pytest.raises(SviError, match="weights missing: blocks"):
         load_wan_folder(folder)
 
@@ -252,9 +250,7 @@ def test_config_with_fewer_layers_than_the_weights_is_refused(copy_of):
 def test_config_with_other_widths_than_the_weights_is_refused(copy_of):
     folder = copy_of("wan2.2-ti2v-5b")
     config_path = folder / "transformer" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["ffn_dim"] *= 2
-    config_path.write_text(json.dumps(config))
+    _edit_config(config_path, ffn_dim=2 * json.loads(config_path.read_text())["ffn_dim"])
     with pytest.raises(SviError, match="shapes that differ from the config"):
         load_wan_folder(folder)
 
@@ -262,9 +258,6 @@ def test_config_with_other_widths_than_the_weights_is_refused(copy_of):
 @pytest.mark.parametrize("ratio", [90, 0, -0.5, "0.9", True])
 def test_boundary_ratio_out_of_range_is_refused(copy_of, ratio):
     folder = copy_of("wan2.2-i2v-a14b")
-    index_path = folder / "model_index.json"
-    index = json.loads(index_path.read_text())
-    index["boundary_ratio"] = ratio
-    index_path.write_text(json.dumps(index))
+    _edit_config(folder / "model_index.json", boundary_ratio=ratio)
     with pytest.raises(SviError, match=r"boundary_ratio must be a number in \(0, 1\)"):
         load_wan_folder(folder)

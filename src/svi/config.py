@@ -71,9 +71,7 @@ class OptimConfig:
         if not (math.isfinite(lr) and lr > 0):
             raise SviError(f"optim.lr must be a finite number > 0, got {self.lr}")
         for name in ("weight_decay", "min_lr_ratio", "grad_clip"):
-            v = _number(getattr(self, name), f"optim.{name}")
-            if not (math.isfinite(v) and v >= 0):
-                raise SviError(f"optim.{name} must be finite and >= 0, got {v}")
+            _non_negative(getattr(self, name), f"optim.{name}")
         if (
             isinstance(self.warmup_steps, bool)
             or not isinstance(self.warmup_steps, int)
@@ -123,17 +121,12 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("p_blur", "p_noise", "p_colour", "p_clean"):
-            p = _number(getattr(self, name), f"augment.{name}")
-            if not 0.0 <= p <= 1.0:
-                raise SviError(f"augment.{name} must be in [0, 1], got {p}")
+            _probability(getattr(self, name), f"augment.{name}")
         for name in ("blur_sigma", "noise_std", "brightness", "colour_shift", "contrast"):
-            v = _number(getattr(self, name), f"augment.{name}")
-            if not (math.isfinite(v) and v >= 0.0):
-                raise SviError(f"augment.{name} must be finite and >= 0, got {v}")
+            _non_negative(getattr(self, name), f"augment.{name}")
         if self.contrast > 1.0:
             raise SviError(f"augment.contrast must be <= 1 (factor >= 0), got {self.contrast}")
-        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
-            raise SviError(f"augment.frames must be an integer >= 1, got {self.frames!r}")
+        _positive_int(self.frames, "augment.frames")
 
 
 def _positive_int(value: Any, where: str) -> int:
@@ -147,6 +140,13 @@ def _probability(value: Any, where: str) -> float:
     if not 0.0 <= p <= 1.0:
         raise SviError(f"{where} must be in [0, 1], got {value}")
     return p
+
+
+def _non_negative(value: Any, where: str) -> float:
+    v = _number(value, where)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise SviError(f"{where} must be finite and >= 0, got {v}")
+    return v
 
 
 def _number(value: Any, where: str) -> float:

@@ -15,12 +15,25 @@ CHUNK = 1 << 20
 WEIGHT_SUFFIXES = (".safetensors", ".json")
 
 
-def fingerprint_files(paths: list[Path], length: int = 16) -> str:
-    """Hex digest over the files' names, sizes and head/tail bytes (sorted by path)."""
+def sha256_file(path: str | Path) -> str:
+    """Full sha256 hex digest of one file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_files(paths: list[Path], length: int = 16, *, whole: bool = False) -> str:
+    """Hex digest over the files' names, sizes and head/tail bytes (sorted by path);
+    ``whole=True`` hashes every byte (cache keys, where a sampled hash could go stale)."""
     h = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         size = path.stat().st_size
         h.update(f"{path.name}\0{size}\0".encode())
+        if whole:
+            h.update(sha256_file(path).encode())
+            continue
         with path.open("rb") as f:
             if size <= 2 * CHUNK:
                 h.update(f.read())

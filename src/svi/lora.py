@@ -18,7 +18,6 @@ model or the call fails with an :class:`SviError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -462,12 +461,9 @@ def read_lora_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
 
 def lora_fingerprint(path: str | os.PathLike[str], length: int = 16) -> str:
     """Short sha256 hex digest of a LoRA file, for manifests."""
-    p = _resolve_file(path)
-    digest = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    from svi.fingerprint import sha256_file
+
+    return sha256_file(_resolve_file(path))[:length]
 
 
 def _snap(alpha: float) -> float:

@@ -17,7 +17,7 @@ frames for a codec of temporal factor t (Wan's causal first frame). Each clip ad
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from svi.errors import SviError
 
@@ -80,10 +80,6 @@ class GenerationPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def differences(self, other: GenerationPlan) -> list[str]:
-        """Names of the fields whose values differ (``clips`` included)."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
 def _int(name: str, value, low: int, high: int | None = None) -> int:

@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,9 +41,11 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from svi import interrupts, locks
+from svi.atomic import write_atomic
 from svi.errors import SviError
 from svi.interrupts import Interrupted
 from svi.pipeline import Carry, SVIPipeline
@@ -68,19 +69,6 @@ def state_path(out: Path, clip: int) -> Path:
     return state_dir(out) / f"after-clip-{clip:06d}.safetensors"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, say: leave no temporary file behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_state(path: Path, carry: Carry, tail: np.ndarray) -> None:
     path.parent.mkdir(exist_ok=True)
     tensors = {
@@ -89,10 +77,7 @@ def _save_state(path: Path, carry: Carry, tail: np.ndarray) -> None:
     }
     if carry.latents is not None:
         tensors["carry_latents"] = carry.latents.contiguous()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    save_file(tensors, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, save_safetensors(tensors))
 
 
 def _load_state(path: Path) -> tuple[Carry, np.ndarray]:
@@ -258,7 +243,7 @@ def generate_to_file(
                         }
                     )
                     manifest["frames_written"] = writer.frames_written
-                    _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+                    write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
                     state_path(out, clip.index - 1).unlink(missing_ok=True)
                     if clips_dir is not None:
                         write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
@@ -301,7 +286,7 @@ def _finish(out: Path, manifest: dict, writer: VideoWriter, tail, stop: Interrup
                     frames_written=writer.frames_written, finished=time.time())  # fmt: skip
     if stop is not None:
         manifest["tail_frames"] = tail_frames
-    _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
     if stop is not None:
         clips = len(manifest["clips"])
         raise stop.with_message(f"wrote {clips} clip{'s' * (clips != 1)} to {out}; "
@@ -352,7 +337,7 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
                 "status": "running", "started": time.time(), "clips": [],
                 "frames_written": 0}  # fmt: skip
     try:
-        _atomic_write(mpath, json.dumps(manifest, indent=1).encode())
+        write_atomic(mpath, json.dumps(manifest, indent=1).encode())
     except BaseException:
         _discard(out, writer)
         raise
@@ -379,7 +364,7 @@ def _reopen(out: Path, manifest: dict, video: dict) -> VideoWriter:
         raise
     manifest.pop("tail_frames", None)
     manifest.update(status="running", frames_written=expected)
-    _atomic_write(manifest_path(out), json.dumps(manifest, indent=1).encode())
+    write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
     return writer
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +23,7 @@ from accelerate import Accelerator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from svi import flow, interrupts, locks
+from svi.atomic import write_atomic
 from svi.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -407,9 +407,7 @@ def _truncate_logs(out: Path, step: int) -> None:
             ours = isinstance(record, dict) and isinstance(record.get("step"), int)
             if ours and record["step"] <= step and line.endswith("\n"):
                 kept.append(line)
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(kept).encode("utf-8"))
 
 
 def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: TrainConfig) -> Path:

@@ -17,6 +17,7 @@ interval (:mod:`svi.bench.stats`).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from svi.atomic import write_atomic
 from svi.bench import events, metrics
 from svi.config import tomllib
 from svi.errors import SviError
+from svi.fingerprint import fingerprint_files
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +163,7 @@ class ClipScorer:
         prev = self.video[max(0, self.pos - 2) : self.pos]
         self.video[s] = new
         true_new = ep.frames[s]
-        found, scored = metrics.identity_counts(new, t.colours[s], t.masks[s])
-        found_loc, _ = metrics.identity_counts(new, t.colours[s], t.masks[s], located=True)
+        found, found_loc, scored = metrics.identity_counts(new, t.colours[s], t.masks[s])
         within = metrics.motion_energy(new)
         row = {
             "identity": found / scored if scored else float("nan"),
@@ -237,28 +239,15 @@ def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, enc
 
 
 # -- contenders x scenes, cached ------------------------------------------------------
-def file_fingerprint(paths: list[Path]) -> str:
-    """sha256 (16 hex) over the names, sizes and whole bytes of ``paths`` (world models
-    and LoRAs are small; the cache key must not depend on a sampled fingerprint)."""
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(path.name.encode())
-        h.update(str(path.stat().st_size).encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def model_fingerprint(bundle) -> str:
-    return file_fingerprint(list(Path(bundle.source).rglob("*.safetensors")))
+    return fingerprint_files(list(Path(bundle.source).rglob("*.safetensors")), whole=True)
 
 
 def contender_key(contender: Contender, model_hash: str, config) -> dict:
     """Everything that determines a contender's rollouts (the video cache key)."""
     return {
         "model": model_hash,
-        "loras": [[file_fingerprint([Path(p)]), s] for p, s in contender.loras],
+        "loras": [[fingerprint_files([Path(p)], whole=True), s] for p, s in contender.loras],
         "padding": contender.padding,
         "config": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},
     }
@@ -324,7 +313,7 @@ def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
         config = _config_for(job.contender, job.config)
         done = None if video is None else (video, carry)
         video, carry = rollout_scene(pipe, job.scene, config, on_clip, done)
-        _atomic(job.cache, lambda f: _save_video(f, video, carry))
+        _save_video(job.cache, video, carry)
     video = video[: job.scene.clips * per_clip]
     ep = render_scene(job.scene.kind, job.scene.seed, job.scene.clips, job.num_frames,
                       job.size, job.motion)  # fmt: skip
@@ -334,16 +323,18 @@ def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
 
         encoder = _WORKER.setdefault("encoder", load_feature_encoder())
     rows = score_video(video, ep, per_clip, job.grid_period, encoder)
-    payload = json.dumps({"scene": asdict(job.scene), "rows": rows}).encode()
-    _atomic(scores, lambda f: f.write(payload))
+    write_atomic(scores, json.dumps({"scene": asdict(job.scene), "rows": rows}).encode())
     return rows
 
 
-def _save_video(handle, video: np.ndarray, carry) -> None:
+def _save_video(path: Path, video: np.ndarray, carry) -> None:
     arrays = {"frames": video, "carry_frames": carry.frames}
     if carry.latents is not None:
         arrays["carry_latents"] = carry.latents.numpy()
-    np.savez_compressed(handle, **arrays)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue())
 
 
 def _cached_video(path: Path):
@@ -366,14 +357,6 @@ def _worker_pipeline(job: Job):
         _WORKER.pop("pipe", None)
         _WORKER.update(key=key, pipe=load_pipeline(job.model, job.contender))
     return _WORKER["pipe"]
-
-
-def _atomic(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -437,6 +420,7 @@ def run_drift(
     """Roll out every contender on every scene (cached per scene; ``jobs`` processes)."""
     from rich.progress import Progress
 
+    from svi.bench.features import FEATURE_VERSION
     from svi.models.bundle import load_bundle
     from svi.pipeline import SVIPipeline
 
@@ -457,7 +441,7 @@ def run_drift(
     p = bundle.preset
     motion = SVIPipeline(bundle).plan(config, ["a", "b"]).carried_frames
     grid = bundle.codec.spatial_factor * p.transformer["patch_size"][-1]
-    features = _feature_version() if use_features else None
+    features = FEATURE_VERSION if use_features else None
     score_key = _key_hash({"metrics": METRICS_VERSION, "features": features, "grid": grid})
     todo = []
     meta_contenders = {}
@@ -500,11 +484,3 @@ def _run_parallel(todo: list[Job], jobs: int, done: Callable[[], None]) -> list:
             out.append(fut.result())
             done()
     return out
-
-
-def _feature_version() -> str | None:
-    try:
-        from svi.bench.features import FEATURE_VERSION
-    except ImportError:  # pragma: no cover
-        return None
-    return FEATURE_VERSION

@@ -14,7 +14,6 @@ one, so always report it next to a motion metric.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +28,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from svi.errors import SviError
+from svi.fingerprint import sha256_file
 
 FEATURE_VERSION = "world-features-1"
 INPUT_SIZE = 32  # frames of any size are area-resized to this before the trunk
@@ -156,14 +156,6 @@ def feature_consistency(
 # ---- files -----------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_feature_encoder(
     trunk: FeatureTrunk, config: EncoderConfig, out_dir: str | Path, info: dict[str, Any]
 ) -> Path:
@@ -178,7 +170,7 @@ def save_feature_encoder(
     record = {
         "version": FEATURE_VERSION,
         "config": config.to_dict(),
-        "sha256": file_sha256(weights),
+        "sha256": sha256_file(weights),
         "weights_bytes": weights.stat().st_size,
         **info,
     }
@@ -215,7 +207,7 @@ def load_feature_encoder(path: str | Path | None = None) -> FeatureEncoder:
             f"feature encoder {folder} is version {info['version']!r}; "
             f"this svi reads {FEATURE_VERSION!r}"
         )
-    digest = file_sha256(weights)
+    digest = sha256_file(weights)
     if digest != info["sha256"]:
         raise SviError(
             f"feature encoder {weights} does not match its {INFO_FILE}: sha256 {digest[:12]}..."

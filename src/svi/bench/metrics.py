@@ -165,6 +165,13 @@ def object_found(
     same-coloured background too large. With ``mask`` (the object's true pixels) the
     blob must also cover ``PRESENCE_FRACTION`` of it (location-aware)."""
     labels, areas = colour_blobs(denoise(frame), colour, others)
+    return _sized_blob(labels, areas, area, mask)
+
+
+def _sized_blob(
+    labels: np.ndarray, areas: np.ndarray, area: float, mask: np.ndarray | None
+) -> bool:
+    """The test of :func:`object_found` on blobs already labelled."""
     ok = (areas >= area / AREA_FACTOR) & (areas <= area * AREA_FACTOR)
     if not ok.any():
         return False
@@ -175,29 +182,30 @@ def object_found(
 
 
 def identity_counts(
-    frames: np.ndarray,
-    colours: np.ndarray,
-    masks: np.ndarray,
-    *,
-    located: bool = False,
-) -> tuple[int, int]:
-    """(found, scored) (frame, object) pairs of :func:`object_found` against the truth.
+    frames: np.ndarray, colours: np.ndarray, masks: np.ndarray
+) -> tuple[int, int, int]:
+    """(found, found where the truth has it, scored) (frame, object) pairs of
+    :func:`object_found` against the truth; each frame is denoised and each object's
+    blobs labelled once for both counts.
 
     ``colours`` (T, K, 3) and ``masks`` (T, K, H, W) are the truth at the same frames;
     an object is scored where it shows at least ``MIN_OBJECT_AREA`` true pixels, with its
     true visible area as the reference; pixels nearer another visible object's colour
-    belong to that object. ``located=False`` ignores where the blob is
-    (long rollouts legitimately diverge from the true trajectories)."""
-    found = scored = 0
+    belong to that object. The first count ignores where the blob is (long rollouts
+    legitimately diverge from the true trajectories); the second needs the blob on the
+    object's true mask."""
+    found = located = scored = 0
     areas = masks.sum(axis=(2, 3))  # (T, K)
     for t in range(len(frames)):
+        clean = denoise(frames[t])
         shown = np.flatnonzero(areas[t] > 0)
         for k in np.flatnonzero(areas[t] >= MIN_OBJECT_AREA):
             scored += 1
             others = colours[t, [j for j in shown if j != k]]
-            mask = masks[t, k] if located else None
-            found += object_found(frames[t], colours[t, k], areas[t, k], mask, others)
-    return found, scored
+            labels, blob_areas = colour_blobs(clean, colours[t, k], others)
+            found += _sized_blob(labels, blob_areas, areas[t, k], None)
+            located += _sized_blob(labels, blob_areas, areas[t, k], masks[t, k])
+    return found, located, scored
 
 
 def grid_energy(frames: np.ndarray, period: int) -> float:

@@ -65,18 +65,16 @@ def comparisons(run: DriftRun) -> dict:
     return out
 
 
-def curve_bands(run: DriftRun, name: str | None = None, group: str | None = None) -> dict:
-    """{metric: {"mean", "lo", "hi"}} per clip, bootstrapped over scenes."""
+def curve_bands(run: DriftRun, group: str) -> dict:
+    """{metric: {"mean", "lo", "hi"}} per clip of a group (seeds pooled per scene),
+    bootstrapped over scenes."""
     out = {}
     rng = np.random.default_rng(0)
     for m in metrics_of(run):
         idx = rng.integers(0, len(run.seeds), size=(CURVE_BOOT, len(run.seeds)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN clips stay NaN
-            if group is not None:
-                c = np.nanmean(np.stack([run.curve(n, m) for n in run.groups()[group]]), axis=0)
-            else:
-                c = run.curve(name, m)
+            c = np.nanmean(np.stack([run.curve(n, m) for n in run.groups()[group]]), axis=0)
             boots = np.nanmean(c[idx], axis=1)  # (boot, clips)
             lo, hi = np.nanpercentile(boots, [2.5, 97.5], axis=0)
             mean = np.nanmean(c, axis=0)
@@ -145,7 +143,7 @@ def build_report(run: DriftRun, config) -> dict:
         "per_scene": {c.name: {m: {str(h): _round(run.at_horizon(c.name, m, h))
                                    for h in run.horizons()} for m in metrics_of(run)}
                       for c in run.contenders},
-        "curves": {g: curve_bands(run, group=g) for g in run.groups()},
+        "curves": {g: curve_bands(run, g) for g in run.groups()},
     }  # fmt: skip
 
 

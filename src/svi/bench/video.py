@@ -65,9 +65,8 @@ def analyse_video(path: Path, *, stride: int | None = None, grid: int = 16,
                   features: bool = True) -> dict:  # fmt: skip
     """The report of ``svi bench video`` for one file."""
     from svi.errors import SviError
-    from svi.video import read_video, video_info
+    from svi.video import read_video, video_fps
 
-    info = video_info(path)
     frames = read_video(path)
     if len(frames) < 2:
         raise SviError(f"{path}: a video needs at least 2 frames, got {len(frames)}")
@@ -75,7 +74,7 @@ def analyse_video(path: Path, *, stride: int | None = None, grid: int = 16,
         raise SviError(f"--stride must be >= 1, got {stride}")
     if grid < 2:
         raise SviError(f"--grid must be >= 2 pixels, got {grid}")
-    fps = info.get("fps") or 16.0
+    fps = video_fps(path) or 16.0  # read_video decoded it once; this only reads the header
     sec = max(1, round(fps))
     encoder = None
     if features:

@@ -3,7 +3,7 @@
 - :mod:`svi.video.writer`: :class:`VideoWriter`, the streaming, crash-safe and resumable
   MP4 writer of long videos (clip by clip), and :func:`write_video`;
 - :mod:`svi.video.reader`: :func:`iter_frames`, :func:`read_video`, :func:`read_image`
-  and :func:`video_info` for MP4/WebM/MKV/MOV/GIF and still images;
+  :func:`video_info` and :func:`video_fps` for MP4/WebM/MKV/MOV/GIF and still images;
 - :mod:`svi.video.mp4`: the fragmented-MP4 box surgery behind the writer.
 
 Prompt-stream files are read by :mod:`svi.prompt_stream`.
@@ -17,6 +17,7 @@ from svi.video.reader import (
     iter_frames,
     read_image,
     read_video,
+    video_fps,
     video_info,
 )
 from svi.video.writer import OUTPUT_SUFFIXES, VideoWriter, write_video
@@ -29,6 +30,7 @@ __all__ = [
     "iter_frames",
     "read_image",
     "read_video",
+    "video_fps",
     "video_info",
     "write_video",
 ]

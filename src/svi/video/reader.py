@@ -141,6 +141,24 @@ def read_video(path: PathLike, max_frames: int | None = None) -> np.ndarray:
             close()
 
 
+def _stream_fps(stream: Any) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def video_fps(path: PathLike) -> float:
+    """The frame rate a video declares, without decoding it (0.0 for still images or
+    when the container does not say)."""
+    file = check_input_file(path)
+    if _is_image_file(file):
+        return 0.0
+    container, stream = _open_video(file)
+    try:
+        return _stream_fps(stream)
+    finally:
+        container.close()
+
+
 def video_info(path: PathLike) -> dict[str, Any]:
     """Describe a video or image: ``frames``, ``fps``, ``width``, ``height``, ``duration``.
 
@@ -154,8 +172,7 @@ def video_info(path: PathLike) -> dict[str, Any]:
         return {"frames": 1, "fps": 0.0, "width": width, "height": height,
                 "duration": 0.0, "codec": "image"}  # fmt: skip
     container, stream = _open_video(file)
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    fps = float(rate) if rate else 0.0
+    fps = _stream_fps(stream)
     info = {
         "frames": int(stream.frames),
         "fps": fps,

@@ -188,3 +188,24 @@ def test_parallel_workers_give_the_same_rows(model, tmp_path: Path) -> None:
     serial = _run(model, [Contender("base")], tmp_path / "s", clips=2, kind="consistent")
     parallel = _run(model, [Contender("base")], tmp_path / "p", clips=2, kind="consistent", jobs=2)
     assert json.dumps(parallel.rows) == json.dumps(serial.rows)
+
+
+def test_cache_key_survives_new_default_settings() -> None:
+    """Published rollouts stay cached when GenerationConfig gains a setting: a new field
+    at its default leaves the key as it was; set, it changes it. The key of the
+    benchmark's settings is pinned (the cached test-split rollouts were made with it)."""
+    from dataclasses import asdict, dataclass
+
+    base = Contender("base")
+    key = drift.contender_key(base, "m", drift.benchmark_config())
+    assert drift._key_hash(key) == "dfce55936045bc12"
+
+    @dataclass(frozen=True)
+    class Newer(GenerationConfig):
+        newer_setting: str | None = None
+
+    settings = {k: v for k, v in asdict(drift.benchmark_config()).items()}
+    same = drift.contender_key(base, "m", Newer(**settings))
+    assert same == key
+    changed = drift.contender_key(base, "m", Newer(**{**settings, "newer_setting": "x"}))
+    assert changed["config"]["newer_setting"] == "x" and changed != key

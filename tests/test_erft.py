@@ -14,6 +14,7 @@ from torch import Tensor
 from svi import flow
 from svi.config import ErftConfig
 from svi.erft import ErrorBank, ErrorInjector, Injection, make_banks, one_step_errors
+from svi.errors import SviError
 
 SHAPE = (2, 5, 4, 4)  # one error / one sample latent: (C, f, h, w)
 C, F = SHAPE[0], SHAPE[1]
@@ -397,6 +398,38 @@ def test_state_dict_of_empty_bank_and_bin_mismatch(tmp_path):
         ErrorBank(torch.tensor([1.0, 0.4])).load_state_dict(bank.state_dict())
 
 
+def test_sample_pooled_below_a_sigma_draws_only_those_bins():
+    bins = torch.tensor([1.0, 0.5, 0.1])
+    bank = ErrorBank(bins, capacity=100, storage_dtype=torch.float32, seed=5)
+    for b, sigma in enumerate(bins):
+        bank.add(torch.stack([_const(100 * b + i) for i in range(4)]), sigma)
+    low = {int(bank.sample_pooled(0.5)[0, 0, 0, 0]) // 100 for _ in range(200)}
+    assert low == {1, 2}
+    assert {int(bank.sample_pooled(0.2)[0, 0, 0, 0]) // 100 for _ in range(50)} == {2}
+    assert bank.sample_pooled(0.05) is None
+    # no limit (or one above every bin) draws exactly what the unrestricted call draws
+    a, b = ErrorBank(bins, seed=9), ErrorBank(bins, seed=9)
+    for bank_ in (a, b):
+        bank_.add(torch.stack([_const(i) for i in range(6)]), torch.tensor([1.0, 0.5, 0.1] * 2))
+    assert all(torch.equal(a.sample_pooled(), b.sample_pooled(1.0)) for _ in range(20))
+
+
+def test_bin_shift_sets_the_bin_grid():
+    _, video_bank = make_banks(ErftConfig(num_bins=20, bin_shift=3.0), 20.0, seed=0)
+    assert torch.equal(video_bank.bin_sigmas, flow.inference_sigmas(20, 3.0)[:-1])
+    default, _ = make_banks(ErftConfig(num_bins=20), 20.0, seed=0)
+    assert torch.equal(default.bin_sigmas, flow.inference_sigmas(20, 20.0)[:-1])
+    assert float(video_bank.bin_sigmas[-1]) < float(default.bin_sigmas[-1])
+
+
+@pytest.mark.parametrize("bad", [{"bin_shift": 0.0}, {"bin_shift": float("nan")},
+                                 {"image_sigma_max": 0.0}, {"image_sigma_max": 1.5},
+                                 {"image_sigma_max": float("nan")}])  # fmt: skip
+def test_bad_bin_settings_are_refused(bad):
+    with pytest.raises(SviError, match=next(iter(bad))):
+        ErftConfig(**bad)
+
+
 # -- injection -----------------------------------------------------------------------
 NUM_BINS = 10
 
@@ -538,6 +571,75 @@ def test_error_scale_scales_every_injected_error():
                       (one.y, scaled.y, y)):  # fmt: skip
         torch.testing.assert_close(b - ref, 2.5 * (a - ref), atol=1e-4, rtol=1e-5)
     assert all(u.all() for u in scaled.used.values())
+
+
+def test_image_errors_come_only_from_low_sigma_bins():
+    inj = _injector(seed=2, **{**ONLY, "p_image": 1.0, "image_sigma_max": 0.6})
+    low = inj.video_bank.bin_sigmas <= 0.6
+    allowed = set(torch.nonzero(low).flatten().tolist())
+    assert allowed and len(allowed) < NUM_BINS
+    x0, noise, y, sigma = _batch(b=8)
+    out = inj.inject(x0, noise, y, sigma)
+    k = inj.config.image_error_frames
+    for b in range(8):
+        j = int(out.image_offset[b])
+        added = out.y[b, 4:, :k] - y[b, 4:, :k]  # = -(100 bin + i + noise) frames j..j+k
+        level = -float(added.mean())
+        assert j >= 0 and round(level / 100) in allowed, level
+
+
+def test_rollout_error_of_the_exact_velocity_is_zero():
+    from svi.erft.rollout import rollout_error
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, *SHAPE, generator=g)
+    y = torch.randn(2, 4 + C, *SHAPE[1:], generator=g)
+
+    def exact(x, sigma, y_, text):  # the flow towards x0 alone: Euler lands on it exactly
+        return (x - x0) / sigma.view(-1, 1, 1, 1, 1)
+
+    err = rollout_error(exact, x0, y, torch.zeros(2, 3, 8), None, steps=4, shift=3.0, cfg=1.0,
+                        generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert err.shape == x0.shape and float(err.abs().max()) < 1e-5
+
+    def biased(x, sigma, y_, text):
+        return exact(x, sigma, y_, text) - 0.5 / sigma.view(-1, 1, 1, 1, 1)
+
+    err = rollout_error(biased, x0, y, torch.zeros(2, 3, 8), None, steps=4, shift=3.0, cfg=1.0,
+                        generator=torch.Generator().manual_seed(1))  # fmt: skip
+    torch.testing.assert_close(err, torch.full_like(err, 0.5))  # the last step's -0.5/s * -s
+
+
+def test_rollout_image_errors_come_from_the_rollout_bank():
+    cfg = ErftConfig(num_bins=NUM_BINS, capacity=8, image_errors="rollout",
+                     **{**ONLY, "p_image": 1.0})  # fmt: skip
+    noise_bank, video_bank = _filled_banks(cfg)
+    with pytest.raises(SviError, match="needs the rollout error bank"):
+        ErrorInjector(cfg, noise_bank, video_bank, torch.Generator())
+    image_bank = ErrorBank(torch.zeros(1), capacity=4, storage_dtype=torch.float32)
+    image_bank.add(torch.stack([_const(7000)]), 0.0)
+    inj = ErrorInjector(cfg, noise_bank, video_bank, torch.Generator().manual_seed(3), image_bank)
+    x0, noise, y, sigma = _batch(b=3)
+    out = inj.inject(x0, noise, y, sigma)
+    k = cfg.image_error_frames
+    torch.testing.assert_close(
+        out.y[:, 4:, :k] - y[:, 4:, :k], torch.full_like(y[:, 4:, :k], 7000.0)
+    )
+    assert out.used["image"].all()
+
+
+@pytest.mark.parametrize("bad", [{"image_errors": "dream"}, {"rollout_every": 0},
+                                 {"rollout_steps": 1.5}])  # fmt: skip
+def test_bad_rollout_settings_are_refused(bad):
+    with pytest.raises(SviError, match=next(iter(bad))):
+        ErftConfig(**bad)
+
+
+def test_image_sigma_max_below_every_bin_is_an_error():
+    cfg = ErftConfig(num_bins=NUM_BINS, capacity=8, image_sigma_max=0.001)
+    noise_bank, video_bank = _filled_banks(cfg)
+    with pytest.raises(SviError, match="below every bin"):
+        ErrorInjector(cfg, noise_bank, video_bank, torch.Generator())
 
 
 def test_empty_banks_mean_no_injection():

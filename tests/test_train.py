@@ -108,12 +108,12 @@ def test_shipped_recipes_parse() -> None:
         load_recipe(recipe)
 
 
-def _lora_config(erft: bool, init: str, **kw) -> TrainConfig:
+def _lora_config(erft: bool, init: str, erft_kw: dict | None = None, **kw) -> TrainConfig:
     from svi.config import ErftConfig
 
     base = {**SMALL.__dict__, "init": init, "lora_rank": 4, "lora_alpha": 4, "ema_decay": None}
     if erft:
-        base["erft"] = ErftConfig(num_bins=5, capacity=3, p_clean=0.2)
+        base["erft"] = ErftConfig(num_bins=5, capacity=3, p_clean=0.2, **(erft_kw or {}))
     return TrainConfig(**{**base, **kw})
 
 
@@ -142,9 +142,13 @@ def test_erft_lora_run_banks_errors_and_exports_both_forms(tiny_base: Path, tmp_
         assert report.n_modules == 10  # q, k, v, o of both attentions + 2 FFN linears, 1 block
 
 
-def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path) -> None:
+ROLLOUT = {"image_errors": "rollout", "rollout_every": 2, "rollout_steps": 2, "p_image": 1.0}
+
+
+@pytest.mark.parametrize("erft_kw", [{}, ROLLOUT], ids=["one-step", "rollout"])
+def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path, erft_kw) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
-    cfg = _lora_config(True, str(tiny_base), steps=6, checkpoint_every=3)
+    cfg = _lora_config(True, str(tiny_base), erft_kw, steps=6, checkpoint_every=3)
     train(cfg, full, progress=False)
     train(TrainConfig(**{**cfg.__dict__, "steps": 3}), part, progress=False)
     (part / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1), encoding="utf-8")
@@ -155,7 +159,9 @@ def test_erft_resume_is_exact_with_banks(tiny_base: Path, tmp_path: Path) -> Non
     losses = [[json.loads(x)["loss"] for x in (r / "log.jsonl").open()] for r in (full, part)]
     assert losses[0] == losses[1]
     banks = [[json.loads(x) for x in (r / "banks.jsonl").open()][-1] for r in (full, part)]
-    for bank in ("noise", "video"):  # same entries; allocation slack ("bytes") may differ
+    if erft_kw:  # steps 0, 2, 4 harvested one generated clip each
+        assert banks[0]["image"]["count"] == [3]
+    for bank in banks[0].keys() - {"step"}:  # same entries; allocation slack may differ
         assert {k: v for k, v in banks[0][bank].items() if k != "bytes"} == {
             k: v for k, v in banks[1][bank].items() if k != "bytes"
         }

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older typer with click as a dependency
 from svi.errors import SviError, escape_controls, one_line
 
 log = logging.getLogger("svi")
+_THREAD_POLICY: str | None = None  # what svi.threads decided at start-up, for the log
 
 app = typer.Typer(
     name="svi",
@@ -67,6 +68,8 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
 ) -> None:
     setup_logging(verbose)
+    if _THREAD_POLICY:
+        log.info("%s", _THREAD_POLICY)
 
 
 @app.command()
@@ -121,8 +124,16 @@ def generate(
     out: Path = typer.Option(Path("svi.mp4"), help="Output mp4 (written as it grows)."),
     model: str | None = typer.Option(None, help="Preset name, world model dir or Wan folder."),
     preset: str | None = typer.Option(None, help="Preset of a Wan folder (default: detected)."),
-    lora: list[Path] = typer.Option([], help="LoRA file (any key form); repeatable."),
+    lora: list[Path] = typer.Option(
+        [],
+        help="LoRA file (any key form) for the high-noise expert of Wan 2.2 A14B or the "
+        "only DiT; repeatable.",
+    ),
     lora_scale: list[float] = typer.Option([], help="Strength per --lora (default 1.0)."),
+    lora_low: list[Path] = typer.Option(
+        [], help="LoRA file for the low-noise expert (Wan 2.2 A14B only); repeatable."
+    ),
+    lora_low_scale: list[float] = typer.Option([], help="Strength per --lora-low (default 1.0)."),
     no_lora: bool = typer.Option(
         False, "--no-lora", help="Do not load the embedded model's default LoRA."
     ),
@@ -139,15 +150,26 @@ def generate(
     frames: int | None = typer.Option(None, help="Length in frames."),
     forever: bool = typer.Option(False, help="Run until interrupted; Ctrl-C finalises."),
     motion_frames: int | None = typer.Option(None, help="Frames carried to the next clip."),
-    padding: str | None = typer.Option(None, help="anchor | zeros | last."),
+    variant: str | None = typer.Option(
+        None,
+        help="Released SVI variant as defaults: shot | film | tom | 2.0 | 2.0-pro "
+        "(docs/variants.md; explicit flags override).",
+    ),
+    padding: str | None = typer.Option(
+        None, help="anchor | zeros | last | anchor-first (2.0 Pro)."
+    ),
     handoff: str | None = typer.Option(None, help="pixel (SVI 1.0, default) | latent (2.0 Pro)."),
+    overlap: int | None = typer.Option(
+        None, help="Frames dropped from the start of every later clip (--variant 2.0-pro: 4)."
+    ),
     steps: int | None = typer.Option(None, help="Sampler steps per clip."),
     cfg: float | None = typer.Option(None, help="Text guidance scale."),
     height: int | None = typer.Option(None, help="Clip height (Wan models; default preset)."),
     width: int | None = typer.Option(None, help="Clip width (Wan models; default preset)."),
     num_frames: int | None = typer.Option(None, help="Frames per clip, 4k+1 (Wan models)."),
     negative_prompt: str | None = typer.Option(None, help="Negative prompt for CFG."),
-    seed: int | None = typer.Option(None, help="Base seed (default 0); clip k: seed + k * 7919."),
+    seed: int | None = typer.Option(None, help="Base seed (default 0); clip k: seed + 42 k."),
+    seed_stride: int | None = typer.Option(None, help="Clip k's seed: seed + k * this (42)."),
     fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),
     world_kind: str = typer.Option("consistent", help="World scene kind of the default start."),
     world_seed: int | None = typer.Option(None, help="World scene seed of the default start."),
@@ -162,8 +184,8 @@ def generate(
     from svi.plan import GenerationConfig
     from svi.session import GenerateRequest, run_generate
 
-    setting_names = ("motion_frames", "padding", "handoff", "steps", "cfg", "seed",
-                     "negative_prompt", "first_prompt_only")  # fmt: skip
+    setting_names = ("variant", "motion_frames", "padding", "handoff", "overlap", "steps", "cfg",
+                     "seed", "seed_stride", "negative_prompt", "first_prompt_only")  # fmt: skip
     settings = {k: args.pop(k) for k in setting_names}
     config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     manifest = run_generate(GenerateRequest(**args, config=config))
@@ -275,9 +297,14 @@ def bench_drift(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Drift of long rollouts per clip vs ground truth, with CIs over scenes."""
-    from svi.bench.drift import Contender, load_contenders, parse_lora_option, run_drift
+    from svi.bench.drift import (
+        Contender,
+        benchmark_config,
+        load_contenders,
+        parse_lora_option,
+        run_drift,
+    )
     from svi.bench.report import markdown, write_report
-    from svi.pipeline import GenerationConfig
     from svi.world import split_seeds
 
     if split not in ("val", "test"):
@@ -299,7 +326,7 @@ def bench_drift(
     if not entries:
         raise SviError("no contenders: give --contenders, --lora or --base")
     out = out or Path("svi-bench") / f"drift-{split}-{kind}"
-    config = GenerationConfig(padding=padding)
+    config = benchmark_config(padding)
     run = run_drift(model, entries, split_seeds(split, scenes), clips, kind=kind, split=split,
                     config=config, cache_dir=cache or out.parent / "cache", jobs=jobs,
                     use_features=features, progress=progress)  # fmt: skip
@@ -392,8 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     for a bug (with a request to report it), 130/143 for SIGINT/SIGTERM (the run
     finalised what it had). ``--verbose`` re-raises for the traceback.
     """
+    from svi import threads
     from svi.interrupts import Interrupted, ignore_signals, raising
 
+    global _THREAD_POLICY
+    _THREAD_POLICY = threads.configure()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
     try:

@@ -13,8 +13,10 @@
                mode "first": latent frame 0 only (SVI, even when M = 5);
                mode "motion": every motion frame.
 
-The latent hand-off (SVI 2.0 Pro) builds ``y`` from latents directly: no decode, no
-quantisation, no re-encode.
+The latent hand-off builds ``y`` from latents directly: no decode, no quantisation, no
+re-encode. SVI 2.0 Pro's layout puts the anchor's latent first:
+``[VAE(anchor), last m latents of the previous clip, zero latents]``, mask on latent
+frame 0 only (:func:`build_y_anchor_first`).
 """
 
 from __future__ import annotations
@@ -135,4 +137,31 @@ def build_y_from_latents(
     motion_pixels = 1 + (m - 1) * temporal_factor
     given = mask_frames_for(mask, motion_pixels)
     msk = build_mask(b, num_frames, h, w, given, temporal_factor)
+    return torch.cat([msk.to(latent), latent], dim=1)
+
+
+def build_y_anchor_first(
+    anchor_latent: Tensor,
+    motion_latents: Tensor | None,
+    num_latent_frames: int,
+    temporal_factor: int,
+) -> Tensor:
+    """SVI 2.0 Pro's ``y``: ``[anchor latent, motion latents, zero latents]`` with the mask
+    on latent frame 0 only; the first clip (no motion latents) is ``[anchor, zeros]``.
+
+    ``anchor_latent`` (B, C, 1, h, w) is the start image encoded alone; ``motion_latents``
+    (B, C, m, h, w) are the previous clip's last denoised latents, as they are.
+    """
+    b, c, _, h, w = anchor_latent.shape
+    parts = [anchor_latent[:, :, :1]]
+    if motion_latents is not None:
+        parts.append(motion_latents.to(anchor_latent.dtype))
+    given = sum(p.shape[2] for p in parts)
+    if given >= num_latent_frames:
+        raise SviError(f"{given - 1} carried latent frames + the anchor do not fit a clip of "
+                       f"{num_latent_frames} latent frames")  # fmt: skip
+    parts.append(anchor_latent.new_zeros(b, c, num_latent_frames - given, h, w))
+    latent = torch.cat(parts, dim=2)
+    num_frames = (num_latent_frames - 1) * temporal_factor + 1
+    msk = build_mask(b, num_frames, h, w, 1, temporal_factor)
     return torch.cat([msk.to(latent), latent], dim=1)

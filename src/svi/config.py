@@ -96,6 +96,27 @@ class ErftConfig:
     replacement: str = "l2"
     share_errors: str = "warmup"  # warmup | always | never
     share_warmup_steps: int = 50
+    bin_shift: float | None = None  # shift of the bins' sigma grid; None: the sampler's
+    image_sigma_max: float = 1.0  # E_img only from bins with sigma <= this (1: all bins)
+    image_errors: str = "bank"  # E_img from: "bank" (one-step video errors) | "rollout"
+    rollout_every: int = 4  # "rollout": harvest one generated clip's error every N steps
+    rollout_steps: int = 10  # "rollout": sampler steps of that generation
+
+    def __post_init__(self) -> None:
+        if self.bin_shift is not None and not (
+            math.isfinite(self.bin_shift) and self.bin_shift > 0
+        ):
+            raise SviError(f"erft.bin_shift must be a positive number, got {self.bin_shift}")
+        if not (0.0 < self.image_sigma_max <= 1.0):  # also refuses NaN
+            raise SviError(f"erft.image_sigma_max must be in (0, 1], got {self.image_sigma_max}")
+        if self.image_errors not in ("bank", "rollout"):
+            raise SviError(
+                f"erft.image_errors must be 'bank' or 'rollout', got {self.image_errors!r}"
+            )
+        for name in ("rollout_every", "rollout_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SviError(f"erft.{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 Clip k+1 is conditioned on the last M frames of clip k (plus the anchor, with anchor
 padding) and regenerates them; stitching keeps clip k's first F - M frames and the
-final clip's last M, so N clips give exactly ``N * (F - M) + M`` frames.
+final clip's last M, so N clips give exactly ``N * (F - M) + M`` frames. The Wan 2.2
+scripts of SVI 2.0 / 2.0 Pro stitch the other way (``stitch="head"``): every clip is
+kept but the first ``overlap`` frames of each later clip.
 
 Hand-off: ``"pixel"`` (SVI 1.0) decodes clip k, quantises to uint8 and re-encodes the
 carried frames; ``"latent"`` (SVI 2.0 Pro) carries the last latent frames as they
-are (frame counts: :mod:`svi.plan`).
+are (frame counts: :mod:`svi.plan`); with ``padding="anchor-first"`` (2.0 Pro) y is
+``[anchor latent, carried latents, zero latents]``.
 
 Every setting is resolved and validated once, into a :class:`GenerationPlan`
 (:meth:`SVIPipeline.plan`), before the first clip. Clip k uses noise seed
@@ -16,6 +19,7 @@ Every setting is resolved and validated once, into a :class:`GenerationPlan`
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svi.conditioning import build_y, build_y_from_latents
+from svi.conditioning import build_y, build_y_anchor_first, build_y_from_latents
 from svi.errors import SviError
 from svi.models.bundle import ModelBundle, load_bundle
 from svi.pixels import to_signed, to_uint8
@@ -48,11 +52,29 @@ class Clip:
     prompt: str
     seed: int
     frames: np.ndarray  # (F, H, W, 3) uint8, the whole decoded clip
-    new_frames: np.ndarray  # what stitching appends now: frames[:F - M]
-    tail: np.ndarray  # frames[F - M:], appended only if this clip turns out to be the last
+    new_frames: np.ndarray  # what stitching appends now: frames[plan.kept(index)]
+    tail: np.ndarray  # frames[F - tail:], appended only if this clip turns out to be the last
     carry: Carry
     seconds: float
     info: dict = field(default_factory=dict)
+
+
+EXPERTS = ("high", "low")  # LoRA targets: Wan 2.2 A14B's high- / low-noise expert
+_OTHER_EXPERT = {  # expert -> (file name of the other expert's LoRA, what to say)
+    "high": (re.compile(r"low[_-]?noise", re.I), "is named for the low-noise expert but "
+             "--lora merges it into the high-noise expert (or the only DiT); the low-noise "
+             "expert of Wan 2.2 A14B takes --lora-low"),
+    "low": (re.compile(r"high[_-]?noise", re.I), "is named for the high-noise expert but "
+            "--lora-low merges it into the low-noise expert; the high-noise one takes --lora"),
+}  # fmt: skip
+
+
+def _warn_other_expert(path: str | Path, expert: str) -> None:
+    """One WARNING when a LoRA's file name names the other expert (the classic mix-up of
+    a Wan 2.2 pair; not an error, since users rename files)."""
+    pattern, message = _OTHER_EXPERT[expert]
+    if pattern.search(Path(path).name):
+        log.warning("LoRA %s %s", Path(path).name, message)
 
 
 class SVIPipeline:
@@ -80,13 +102,28 @@ class SVIPipeline:
         bundle.codec.latent_frames(bundle.preset.num_frames)  # checks the F = 4k + 1 rule
         return cls(bundle)
 
-    def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
-        """Merge a LoRA file (any known key form) into the DiT at strength ``scale``."""
+    def expert_dit(self, expert: str) -> torch.nn.Module:
+        """The DiT of ``expert``: ``"high"`` = the high-noise expert of Wan 2.2 A14B (the
+        only DiT of single-expert models), ``"low"`` = its low-noise expert."""
+        if expert not in EXPERTS:
+            raise SviError(f"LoRA expert must be one of {', '.join(EXPERTS)}, got {expert!r}")
+        if expert == "high":
+            return self.bundle.transformer
+        if self.bundle.transformer_2 is None:
+            raise SviError(f"the model {self.bundle.preset.name} has no low-noise expert; "
+                           "--lora-low needs Wan 2.2 A14B")  # fmt: skip
+        return self.bundle.transformer_2
+
+    def load_lora(self, path: str | Path, scale: float = 1.0, expert: str = "high") -> dict:
+        """Merge a LoRA file (any known key form) into the DiT of ``expert`` (see
+        :meth:`expert_dit`) at strength ``scale``; the entry is kept in ``self.loras``."""
         from svi.lora import apply_lora, lora_fingerprint, read_lora_metadata
 
-        report = apply_lora(self.bundle.transformer, path, scale=scale, merge=True)
-        entry = {"path": str(path), "scale": scale, "sha256": lora_fingerprint(path),
-                 "modules": report.n_modules}  # fmt: skip
+        dit = self.expert_dit(expert)  # a missing expert fails before anything is merged
+        _warn_other_expert(path, expert)
+        report = apply_lora(dit, path, scale=scale, merge=True)
+        entry = {"path": str(path), "expert": expert, "scale": scale,
+                 "sha256": lora_fingerprint(path), "modules": report.n_modules}  # fmt: skip
         training = read_lora_metadata(path).get("training")
         if isinstance(training, dict) and isinstance(training.get("data"), dict):
             entry["padding"] = training["data"].get("padding")  # the format it was trained on
@@ -114,10 +151,11 @@ class SVIPipeline:
                             lora_padding=self.lora_padding(), fps=fps)  # fmt: skip
 
     def prompt_for(self, prompts: list[str], k: int, plan: GenerationPlan) -> str:
-        """Prompt k of the stream; the last one holds once the stream runs out."""
+        """Prompt k of the stream (each used ``prompt_repeat`` times); the last one holds
+        once the stream runs out."""
         if plan.first_prompt_only:
             return prompts[0]
-        return prompts[min(k, len(prompts) - 1)]
+        return prompts[min(k // plan.prompt_repeat, len(prompts) - 1)]
 
     def generate(
         self,
@@ -160,8 +198,8 @@ class SVIPipeline:
             frames = to_uint8(decoded)[0]  # (F, H, W, 3)
             latent_carry = latents[:, :, -m:].clone() if plan.handoff == "latent" else None
             carry = Carry(frames=frames[-m:], latents=latent_carry)
-            kept = plan.new_frames
-            yield Clip(k, prompt, plan.clip_seed(k), frames, frames[:kept], frames[kept:],
+            kept = plan.kept(k)
+            yield Clip(k, prompt, plan.clip_seed(k), frames, frames[kept], frames[kept.stop :],
                        carry, time.perf_counter() - t0)  # fmt: skip
             k += 1
 
@@ -176,6 +214,9 @@ class SVIPipeline:
     def _conditioning(self, carry: Carry, anchor: torch.Tensor, plan: GenerationPlan):
         """y for the next clip: from the carried pixels (or start frames) or latents."""
         b, padding = self.bundle, plan.padding
+        if padding == "anchor-first":  # SVI 2.0 Pro: [anchor, carried latents, zeros]
+            return build_y_anchor_first(self._anchor_latent(anchor), carry.latents,
+                                        b.latent_shape[1], b.codec.temporal_factor)  # fmt: skip
         if carry.latents is not None and plan.handoff == "latent":
             lat_f = b.latent_shape[1]
             anchor_lat = self._anchor_latent(anchor) if padding == "anchor" else None

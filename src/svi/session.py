@@ -2,8 +2,9 @@
 
 Next to ``OUT.mp4`` the session keeps (written atomically after every clip):
 
-- ``OUT.svi.json``: the manifest - inputs (prompts, start image hash, model, LoRA
-  hashes, settings), per-clip prompt/seed/timing, frames written, status;
+- ``OUT.svi.json``: the manifest - inputs (prompts, start image hash, model, LoRAs
+  with path, expert, scale and hash, settings), per-clip prompt/seed/timing, frames
+  written, status;
 - ``OUT.svi-state/after-clip-K.safetensors``: the hand-off of finished clip K
   (carried frames or latents) and its tail frames, so ``resume=True`` continues exactly.
 
@@ -163,7 +164,8 @@ def _prompt_table(prompts: list[str]) -> dict[str, list]:
 
 
 def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
-    """What differs between a manifest's inputs and this run's: plan fields by name."""
+    """What differs between a manifest's inputs and this run's: plan fields by name, LoRA
+    fields by position and name (``loras[0].expert``)."""
     changed = []
     for key in sorted(set(stored) | set(inputs)):
         if key == "plan" and isinstance(stored.get(key), dict):
@@ -171,9 +173,19 @@ def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]
             changed += [
                 f"plan.{f}" for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)
             ]
+        elif key == "loras" and _same_length_records(stored.get(key), inputs.get(key)):
+            for i, (old, new) in enumerate(zip(stored[key], inputs[key], strict=True)):
+                changed += [f"loras[{i}].{f}" for f in sorted(set(old) | set(new))
+                            if old.get(f) != new.get(f)]  # fmt: skip
         elif stored.get(key) != inputs.get(key):
             changed.append(key)
     return changed
+
+
+def _same_length_records(old: Any, new: Any) -> bool:
+    """Two lists of dicts of one length (compared field by field), e.g. LoRA records."""
+    return (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and all(isinstance(r, dict) for r in old + new))  # fmt: skip
 
 
 def _guarded(generate):
@@ -417,8 +429,10 @@ class GenerateRequest:
     out: Path = Path("svi.mp4")
     model: str | None = None
     preset: str | None = None
-    lora: list[Path] = field(default_factory=list)
+    lora: list[Path] = field(default_factory=list)  # high-noise expert (or the only DiT)
     lora_scale: list[float] = field(default_factory=list)
+    lora_low: list[Path] = field(default_factory=list)  # low-noise expert (Wan 2.2 A14B)
+    lora_low_scale: list[float] = field(default_factory=list)
     no_lora: bool = False
     image: Path | None = None
     prompt: str | None = None
@@ -444,6 +458,41 @@ class GenerateRequest:
 DEFAULT_SECONDS = 32.0
 
 
+def _fit_clip_to_image(pipe: SVIPipeline, image: Path, variant) -> None:
+    """A Wan clip takes the start image's aspect (svi.starts.clip_size): a variant's
+    width cap (its script's rule; a fixed-size variant keeps the preset's size), else
+    the preset's longer side as the cap. The world model's size is fixed."""
+    from svi.starts import clip_size
+    from svi.video import read_image
+
+    preset = pipe.bundle.preset
+    if preset.family != "wan" or (variant is not None and variant.max_width is None):
+        return
+    h0, w0 = read_image(image).shape[:2]
+    if variant is not None:
+        h, w = clip_size(h0, w0, max_width=variant.max_width)
+    else:
+        h, w = clip_size(h0, w0, max_side=max(preset.height, preset.width))
+    if (h, w) != (preset.height, preset.width):
+        log.info("clip size %dx%d from the %dx%d start image", w, h, w0, h0)
+        pipe.bundle.preset = replace(preset, height=h, width=w)
+
+
+def _load_loras(pipe: SVIPipeline, req: GenerateRequest) -> None:
+    """Merge ``--lora`` files into the high-noise expert (or the only DiT) and
+    ``--lora-low`` files into the low-noise one, each at its scale (default 1.0); with
+    neither (and no ``--no-lora``), the embedded model's default LoRA."""
+    if req.lora_low:
+        pipe.expert_dit("low")  # no low-noise expert: refused before anything is merged
+    for expert, paths, scales in (("high", req.lora, req.lora_scale),
+                                  ("low", req.lora_low, req.lora_low_scale)):  # fmt: skip
+        for i, path in enumerate(paths):
+            pipe.load_lora(path, scales[i] if i < len(scales) else 1.0, expert=expert)
+    default_lora = pipe.bundle.default_lora
+    if not (req.lora or req.lora_low or req.no_lora) and default_lora is not None:
+        pipe.load_lora(default_lora)
+
+
 def run_generate(req: GenerateRequest) -> dict[str, Any]:
     """Resolve a request (model, LoRAs, start, prompts, plan, length), then generate.
 
@@ -453,6 +502,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     from svi.plan import clips_for_length
     from svi.prompt_stream import read_prompt_stream
     from svi.starts import DEFAULT_WORLD_SEED, image_start, world_start
+    from svi.variants import get_variant, variant_clips
 
     if req.prompt is not None and req.prompts is not None:
         raise SviError("give --prompt or --prompts, not both")
@@ -460,15 +510,20 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
         raise SviError(f"image {req.image} does not exist")
     if len(req.lora_scale) > len(req.lora):
         raise SviError("more --lora-scale values than --lora files")
+    if len(req.lora_low_scale) > len(req.lora_low):
+        raise SviError("more --lora-low-scale values than --lora-low files")
+    for side, value in (("--height", req.height), ("--width", req.width)):
+        if value is not None and (value < 16 or value % 16):
+            raise SviError(f"{side} must be a positive multiple of 16 (Wan's token size), "
+                           f"got {value}")  # fmt: skip
     pipe = SVIPipeline.from_pretrained(
         req.model, req.preset, height=req.height, width=req.width, num_frames=req.num_frames
     )
+    variant = get_variant(req.config.variant, pipe.bundle.preset) if req.config.variant else None
+    if req.image is not None and req.height is None and req.width is None:
+        _fit_clip_to_image(pipe, Path(req.image), variant)
     preset = pipe.bundle.preset
-    for i, path in enumerate(req.lora):
-        pipe.load_lora(path, req.lora_scale[i] if i < len(req.lora_scale) else 1.0)
-    default_lora = pipe.bundle.default_lora
-    if not req.lora and not req.no_lora and default_lora is not None:
-        pipe.load_lora(default_lora)
+    _load_loras(pipe, req)
     config = replace(req.config, clips=0)
     if req.prompts is not None:
         per_clip = pipe.plan(config, ["a", "b"], req.fps)  # a stream's clip length
@@ -484,17 +539,19 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     else:
         raise SviError("give --prompt or --prompts with --image")
     if req.image is not None:
-        start = image_start(req.image, preset)
+        start = image_start(req.image, preset, stretch=variant is not None)
     else:
         start, world_prompts = world_start(
             preset, req.world_kind, req.world_seed or DEFAULT_WORLD_SEED
         )
         prompts = prompts or world_prompts
     plan = pipe.plan(config, prompts, req.fps)
+    n_prompts = 1 if plan.first_prompt_only else len(prompts) * plan.prompt_repeat
     n = clips_for_length(
         clips=req.clips, seconds=req.seconds, frames=req.frames, forever=req.forever,
-        fps=plan.fps, num_frames=plan.num_frames, carried=plan.carried_frames,
-        n_prompts=1 if plan.first_prompt_only else len(prompts), default_seconds=DEFAULT_SECONDS,
+        fps=plan.fps, num_frames=plan.num_frames, new_frames=plan.new_frames,
+        n_prompts=n_prompts, default_seconds=DEFAULT_SECONDS,
+        default_clips=variant_clips(plan, n_prompts),
     )  # fmt: skip
     plan = pipe.plan(replace(config, clips=n), prompts, req.fps)
     return generate_to_file(

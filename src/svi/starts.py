@@ -33,12 +33,50 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     log.warning(
         "note: image %dx%d cropped to %dx%d and resized to %dx%d", w, h, cw, ch, width, height
     )
-    return np.asarray(crop.resize((width, height), Image.Resampling.LANCZOS))
+    return np.array(crop.resize((width, height), Image.Resampling.LANCZOS))
 
 
-def image_start(path: Path, preset: ModelPreset) -> np.ndarray:
-    """One start frame from any picture file."""
-    return fit_image(read_image(path), preset.height, preset.width)[None]
+def image_start(path: Path, preset: ModelPreset, *, stretch: bool = False) -> np.ndarray:
+    """One start frame from any picture file: centre-cropped to the clip's aspect and
+    resized, or - ``stretch``, as the released scripts do - resized to the clip size as
+    it is (bicubic, PIL's default)."""
+    image = read_image(path)
+    if stretch:
+        if image.shape[:2] == (preset.height, preset.width):
+            return image[None]
+        resized = Image.fromarray(image).resize(
+            (preset.width, preset.height), Image.Resampling.BICUBIC
+        )
+        return np.asarray(resized)[None]
+    return fit_image(image, preset.height, preset.width)[None]
+
+
+def clip_size(
+    height: int,
+    width: int,
+    *,
+    max_width: int | None = None,
+    max_side: int | None = None,
+    multiple: int = 16,
+) -> tuple[int, int]:
+    """(height, width) of the clip for a ``height x width`` start image, aspect kept.
+
+    ``max_width`` is the released scripts' rule (``calculate_dimensions``): a wider image
+    is scaled down to that width, a narrower one kept; ``max_side`` caps the longer side
+    instead. Both sides are then rounded down to a multiple of ``multiple`` (Wan: VAE 8 x
+    patch 2). Never upscales.
+    """
+    if max_width is not None:
+        if width > max_width:
+            height, width = int(max_width * height / width), max_width
+    elif max_side is not None and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        height, width = int(height * scale), int(width * scale)
+    h, w = height // multiple * multiple, width // multiple * multiple
+    if h < multiple or w < multiple:
+        raise SviError(f"a {width}x{height} image is too small for clips of {multiple}-pixel "
+                       "tokens; give --height/--width")  # fmt: skip
+    return h, w
 
 
 def world_start(

@@ -171,6 +171,8 @@ def _train(
                 group["lr"] = lr_at(step, config)
             batch = data.sample(config.batch_size, rng, config.data.motion_frames)
             x0, y, text = prepare_batch(batch, bundle, config, gen)
+            if injector is not None and injector.image_bank is not None:  # clean y, as generated
+                _harvest(injector, velocity, bundle, batch, x0, y, text, step, gen)
             noise = torch.randn(x0.shape, generator=gen)
             sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift)
             if injector is None:  # clean flow matching (y maybe degraded by hand, target clean)
@@ -220,6 +222,22 @@ def _train(
             plot_banks(out)
     accelerator.wait_for_everyone()
     return final
+
+
+def _harvest(injector, velocity, bundle, batch, x0, y, text, step: int, gen) -> None:
+    """Every ``rollout_every`` steps: bank the error of one clip generated from the
+    batch's first sample (clean y and text) with the inference sampler."""
+    from svi.erft.rollout import rollout_error
+
+    cfg, preset = injector.config, bundle.preset
+    if step % cfg.rollout_every:
+        return
+    neg = bundle.text_encoder.encode([preset.negative_prompt]) if preset.cfg != 1.0 else None
+    one = ClipBatch(batch.frames[:1], batch.anchors[:1], batch.prompts[:1])
+    error = rollout_error(_with_image_tokens(velocity, bundle, one), x0[:1], y[:1], text[:1],
+                          neg, steps=cfg.rollout_steps, shift=preset.shift, cfg=preset.cfg,
+                          generator=gen)  # fmt: skip
+    injector.image_bank.add(error, torch.zeros(1))
 
 
 def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch) -> Experts:
@@ -292,10 +310,18 @@ def _make_injector(config: TrainConfig, inference_shift: float, gen: torch.Gener
     """
     if config.erft is None:
         return None
-    from svi.erft import ErrorInjector, make_banks
+    from svi.erft import ErrorBank, ErrorInjector, make_banks
 
     noise_bank, video_bank = make_banks(config.erft, inference_shift, seed=config.seed * 1000 + 7)
-    return ErrorInjector(config.erft, noise_bank, video_bank, gen)
+    image_bank = None
+    if config.erft.image_errors == "rollout":  # one bin: errors of whole generated clips
+        image_bank = ErrorBank(
+            torch.zeros(1),
+            capacity=config.erft.capacity,
+            replacement=config.erft.replacement,
+            seed=config.seed * 1000 + 9,
+        )
+    return ErrorInjector(config.erft, noise_bank, video_bank, gen, image_bank)  # fmt: skip
 
 
 def _share_errors(config: TrainConfig, step: int, processes: int) -> bool:
@@ -324,7 +350,7 @@ def _gather_errors(accelerator: Accelerator, errors: tuple) -> tuple:
 def _log_banks(out: Path, step: int, injector) -> None:
     """Bank fill and RMS error per bin (``banks.jsonl``; plotted by ``plot_banks``)."""
     rec = {"step": step}
-    for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+    for name, bank in _banks(injector):
         stats = bank.stats()
         rec[name] = {
             "sigma": [round(b.sigma, 4) for b in stats],
@@ -336,11 +362,17 @@ def _log_banks(out: Path, step: int, injector) -> None:
         fh.write(json.dumps(rec) + "\n")
 
 
+def _banks(injector) -> list[tuple[str, object]]:
+    """The injector's error banks by name (the rollout bank only where it is used)."""
+    banks = [("noise", injector.noise_bank), ("video", injector.video_bank)]
+    return banks + ([("image", injector.image_bank)] if injector.image_bank is not None else [])
+
+
 def _bank_tensors(injector) -> dict[str, torch.Tensor]:
     if injector is None:
         return {}
     out = {}
-    for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+    for name, bank in _banks(injector):
         out.update({f"bank.{name}.{k}": v for k, v in bank.state_dict().items()})
     return out
 
@@ -383,7 +415,7 @@ def _restore(
     gen.set_state(ck["extra"]["torch_generator"])
     rng.bit_generator.state = ck["extra_json"]["numpy_rng"]
     if injector is not None:
-        for name, bank in (("noise", injector.noise_bank), ("video", injector.video_bank)):
+        for name, bank in _banks(injector):
             prefix = f"bank.{name}."
             bank.load_state_dict(
                 {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}

@@ -223,7 +223,7 @@ def rollout_scene(pipe, scene: SceneSpec, config, on_clip=None, done=None):
     parts, carry, first = [], None, 0
     if done is not None:
         parts, carry = [done[0]], done[1]
-        first = len(done[0]) // plan.new_frames
+        first = (len(done[0]) - plan.stitch_head) // plan.new_frames
     for clip in pipe.generate(ep.frames[:m], prompts, plan, first_clip=first, carry=carry):
         parts.append(clip.new_frames)
         carry = clip.carry
@@ -243,13 +243,36 @@ def model_fingerprint(bundle) -> str:
     return fingerprint_files(list(Path(bundle.source).rglob("*.safetensors")), whole=True)
 
 
+# Settings in every cache key since drift-v2 (their values, default or not). A setting
+# added to GenerationConfig later enters a key only when it differs from its default,
+# so that adding one keeps earlier cached rollouts valid.
+_KEY_SETTINGS = ("motion_frames", "padding", "handoff", "steps", "cfg", "shift",
+                 "seed_stride", "negative_prompt", "first_prompt_only")  # fmt: skip
+# The clip-seed stride of every published drift table (svi's default before it became
+# the released scripts' 42): pinned, so cached rollouts and tables stay comparable.
+DRIFT_SEED_STRIDE = 7919
+
+
+def benchmark_config(padding: str | None = None):
+    """The generation settings of the drift benchmark (the model's defaults otherwise)."""
+    from svi.plan import GenerationConfig
+
+    # handoff and first_prompt_only: the values the published keys hold
+    return GenerationConfig(padding=padding, seed_stride=DRIFT_SEED_STRIDE, handoff="pixel",
+                            first_prompt_only=False)  # fmt: skip
+
+
 def contender_key(contender: Contender, model_hash: str, config) -> dict:
     """Everything that determines a contender's rollouts (the video cache key)."""
+    from svi.lora import lora_files  # a LoRA may be a folder of shards
+
+    defaults = asdict(type(config)())
+    settings = {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")}
     return {
         "model": model_hash,
-        "loras": [[fingerprint_files([Path(p)], whole=True), s] for p, s in contender.loras],
+        "loras": [[fingerprint_files(lora_files(p), whole=True), s] for p, s in contender.loras],
         "padding": contender.padding,
-        "config": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},
+        "config": {k: v for k, v in settings.items() if k in _KEY_SETTINGS or v != defaults[k]},
     }
 
 
@@ -432,7 +455,7 @@ def run_drift(
         raise SviError("contender names must be unique")
     for c in contenders:
         for lora, scale in c.loras:
-            if not Path(lora).is_file():
+            if not Path(lora).exists():
                 raise SviError(f"contender {c.name!r}: LoRA file not found: {lora}")
             if not np.isfinite(scale):
                 raise SviError(f"contender {c.name!r}: LoRA scale must be finite, got {scale}")

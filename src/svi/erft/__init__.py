@@ -41,12 +41,13 @@ def make_banks(
 ) -> tuple[ErrorBank, ErrorBank]:
     """``(noise_bank, video_bank)`` with bins = the ``num_bins`` inference sigmas.
 
-    Bins are ``inference_sigmas(config.num_bins, steps_shift)[:-1]`` (the final 0 of the
+    Bins are ``inference_sigmas(config.num_bins, shift)[:-1]`` with ``shift =
+    config.bin_shift`` or else the sampler's ``steps_shift`` (the final 0 of the
     sampler grid is not a step, so not a bin); training sigmas below the midpoint of the
     last two fall into the last bin. ``max_bytes`` caps EACH bank. The two banks draw
     with independent RNGs seeded ``seed`` and ``seed + 1``.
     """
-    bins = inference_sigmas(config.num_bins, steps_shift)[:-1]
+    bins = inference_sigmas(config.num_bins, config.bin_shift or steps_shift)[:-1]
     kw = {
         "capacity": config.capacity,
         "replacement": config.replacement,

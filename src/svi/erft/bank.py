@@ -181,13 +181,17 @@ class ErrorBank:
         idx = int(torch.randint(0, n, (), generator=self.generator))
         return self._unpack(self._store[b][idx])
 
-    def sample_pooled(self) -> Tensor | None:
-        """A stored error drawn uniformly over ALL entries of all bins; None if empty."""
-        total = len(self)
+    def sample_pooled(self, max_sigma: float | None = None) -> Tensor | None:
+        """A stored error drawn uniformly over ALL entries of all bins - or of the bins
+        whose sigma is at most ``max_sigma`` - None if those are empty."""
+        counts = self._count
+        if max_sigma is not None:
+            counts = torch.where(self.bin_sigmas <= max_sigma, counts, torch.zeros_like(counts))
+        total = int(counts.sum())
         if total == 0:
             return None
         k = int(torch.randint(0, total, (), generator=self.generator))
-        cum = torch.cumsum(self._count, 0)
+        cum = torch.cumsum(counts, 0)
         b = int(torch.searchsorted(cum, torch.tensor(k), right=True))
         idx = k - (int(cum[b - 1]) if b > 0 else 0)
         return self._unpack(self._store[b][idx])

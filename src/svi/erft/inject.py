@@ -14,7 +14,10 @@ the conditioning video) and per-sample sigmas ``s`` (B,), every sample ``b`` get
    - ``eps~ = eps + a * E_noi``, ``E_noi`` from the noise bank, bin of ``s_b``;
    - ``x0~ = x0 + a * E_vid``, ``E_vid`` from the video bank, bin of ``s_b``;
    - ``y~[:, 4:, 0:k] = y[:, 4:, 0:k] + a * E_img[:, j:j+k]``, ``E_img`` from the video
-     bank pooled over ALL bins (occupancy-weighted), ``k = min(image_error_frames, f)``,
+     bank pooled over ALL bins (occupancy-weighted; only the bins of sigma <=
+     ``image_sigma_max`` when that is below 1; from the rollout bank of
+     :mod:`svi.erft.rollout` when ``image_errors = "rollout"``),
+     ``k = min(image_error_frames, f)``,
      window start ``j`` uniform in ``[0, f - k]``. The mask channels ``y[:, :4]`` and
      the latent frames from ``k`` on are never touched.
 
@@ -46,6 +49,7 @@ from svi.conditioning import MASK_CHANNELS
 from svi.config import ErftConfig
 from svi.erft.bank import ErrorBank
 from svi.erft.errors import one_step_errors
+from svi.errors import SviError
 from svi.flow import velocity_target
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,7 @@ class ErrorInjector:
         noise_bank: ErrorBank,
         video_bank: ErrorBank,
         generator: torch.Generator,
+        image_bank: ErrorBank | None = None,
     ) -> None:
         for name in ("p_noise", "p_video", "p_image", "p_clean", "clean_bank_prob"):
             p = getattr(config, name)
@@ -107,9 +112,16 @@ class ErrorInjector:
             raise ValueError(f"image_error_frames must be >= 1, got {config.image_error_frames}")
         if not math.isfinite(config.error_scale):
             raise ValueError(f"error_scale must be finite, got {config.error_scale}")
+        lowest = float(video_bank.bin_sigmas.min())
+        if config.image_sigma_max < lowest:
+            raise SviError(f"image_sigma_max {config.image_sigma_max} is below every bin "
+                             f"sigma (lowest {lowest:.3f})")  # fmt: skip
+        if config.image_errors == "rollout" and image_bank is None:
+            raise SviError("erft.image_errors = 'rollout' needs the rollout error bank")
         self.config = config
         self.noise_bank = noise_bank
         self.video_bank = video_bank
+        self.image_bank = image_bank if config.image_errors == "rollout" else None
         self.generator = generator
 
     # -- injection -----------------------------------------------------------------
@@ -129,6 +141,7 @@ class ErrorInjector:
         sig = _per_sample(sigma, batch)
         cfg = self.config
         scale = cfg.error_scale
+        max_sigma = None if cfg.image_sigma_max >= 1.0 else cfg.image_sigma_max
 
         u = torch.rand(batch, 6, generator=self.generator, device=self.generator.device).cpu()
         clean = u[:, _CLEAN] < cfg.p_clean
@@ -149,7 +162,8 @@ class ErrorInjector:
             if want["video"][b]:
                 used["video"][b] = _add_binned(self.video_bank, s, x0_in[b], scale, "video")
             if want["image"][b]:
-                e = self.video_bank.sample_pooled()
+                e = (self.video_bank.sample_pooled(max_sigma) if self.image_bank is None
+                     else self.image_bank.sample_pooled())  # fmt: skip
                 if e is not None:
                     if e.ndim != 4 or e.shape[0] != channels or e.shape[2:] != y.shape[3:]:
                         raise ValueError(f"video bank error {tuple(e.shape)} does not fit the "

@@ -10,6 +10,6 @@ SCENES=${SCENES:-32}
 SVI=${SVI:-.venv/bin/svi}
 for kind in consistent creative; do
   "$SVI" bench drift --contenders benchmarks/contenders.toml --split test --scenes "$SCENES" \
-    --clips "$CLIPS" --kind "$kind" --focus erft --cache runs/drift-cache --no-progress \
+    --clips "$CLIPS" --kind "$kind" --focus erft-lowimg --cache runs/drift-cache --no-progress \
     --out "benchmarks/results/drift-test-$kind-$CLIPS"
 done

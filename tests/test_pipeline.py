@@ -195,3 +195,23 @@ def test_lora_with_nan_weights_is_refused(pipe, tmp_path: Path) -> None:
     path = save_lora(tmp_path / "nan.safetensors", sd, form="diffusers")
     with pytest.raises(SviError, match="not finite"):
         pipe.load_lora(path)
+
+
+def test_shipped_loras_by_short_name(tmp_path: Path) -> None:
+    """`--lora clean` on an embedded model = its clean_lora.safetensors; a Wan-style
+    unknown name stays a missing file."""
+    from safetensors.torch import save_file
+
+    from world_fixtures import build_tiny_world_model, random_lora
+
+    folder = build_tiny_world_model(tmp_path / "m")
+    pipe = SVIPipeline.from_pretrained(str(folder))
+    save_file(random_lora(pipe.bundle.transformer), str(folder / "clean_lora.safetensors"))
+    before = {k: v.clone() for k, v in pipe.bundle.transformer.state_dict().items()}
+    entry = pipe.load_lora("clean")
+    assert entry["path"] == str(folder / "clean_lora.safetensors")
+    after = pipe.bundle.transformer.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert pipe.bundle.bundled_lora("../clean") is None
+    with pytest.raises((SviError, FileNotFoundError)):
+        pipe.load_lora("nonexistent")

@@ -304,3 +304,62 @@ def test_resumed_logs_equal_an_uninterrupted_runs_logs(
     for name in ("log.jsonl", "banks.jsonl"):
         assert lines(part, name) == lines(full, name), name
     assert [r["step"] for r in lines(full, "log.jsonl")] == [3, 6]
+
+
+def test_overrides_take_dotted_keys_and_validate_as_a_recipe() -> None:
+    from svi.config import ErftConfig, lora_defaults, with_overrides
+
+    cfg = with_overrides(SMALL, {"optim.lr": 0.5, "data.source": "videos"}, steps=9, erft=True)
+    assert (cfg.optim.lr, cfg.data.source, cfg.steps) == (0.5, "videos", 9)
+    assert cfg.erft == ErftConfig() and cfg.optim.warmup_steps == SMALL.optim.warmup_steps
+    custom = with_overrides(cfg, {"erft.capacity": 7}, erft=True)  # an [erft] table is kept
+    assert custom.erft == ErftConfig(capacity=7)
+    assert with_overrides(custom, erft=False).erft is None
+    assert with_overrides(cfg, steps=None, seed=None) == cfg  # None: not given
+    with pytest.raises(SviError, match=r"optim\.lr must be a finite number"):
+        with_overrides(SMALL, {"optim.lr": float("nan")})
+    with pytest.raises(SviError, match="height must be an integer >= 1"):
+        with_overrides(SMALL, height=-16)
+    lora = lora_defaults(erft=True)
+    assert lora.lora_rank == 16 and lora.erft == ErftConfig() and lora.optim.lr == 1e-4
+    assert lora_defaults().erft is None
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ({"erft": {"spatial_pool": 0}}, "erft.spatial_pool must be an integer >= 1"),
+        ({"erft": {"max_bytes": -5}}, "erft.max_bytes must be an integer >= 1"),
+        ({"erft": {"replacement": "lru"}}, "erft.replacement must be one of l2, random, fifo"),
+        ({"data": {"padding": "anchor-first"}}, "data.padding must be one of"),
+        ({"data": {"crop_min_scale": 0.0}}, r"data.crop_min_scale must be in \(0, 1\]"),
+        ({"data": {"random_crop": 1}}, "data.random_crop must be bool"),
+    ],
+)
+def test_replay_memory_and_data_keys_are_validated(table: dict, says: str) -> None:
+    from svi.config import from_dict
+
+    with pytest.raises(SviError, match=says):
+        from_dict(TrainConfig, table)
+
+
+def test_resolve_config_fills_the_models_defaults_once() -> None:
+    """Unset preset, clip size and conditioning format come from the model; resolving
+    twice changes nothing, and a world model keeps its clip size."""
+    from svi import config as config_module
+    from svi.config import from_dict
+    from svi.erft import bank
+    from svi.train import resolve_config
+
+    cfg = resolve_config(SMALL)
+    assert (cfg.preset, cfg.height, cfg.width, cfg.num_frames) == ("world-tiny", 32, 32, 5)
+    assert (cfg.data.motion_frames, cfg.data.padding, cfg.data.mask) == (2, "last", "motion")
+    assert resolve_config(cfg) == cfg and from_dict(TrainConfig, cfg.to_dict()) == cfg
+    assert resolve_config(TrainConfig(init="world-tiny")).init == "embedded"
+    with pytest.raises(SviError, match="clip size is fixed"):
+        resolve_config(TrainConfig(height=64))
+    with pytest.raises(SviError, match="needs its weights"):
+        resolve_config(TrainConfig(init="wan2.1-i2v-14b-480p"))
+    with pytest.raises(SviError, match="neither a preset nor an existing folder"):
+        resolve_config(TrainConfig(init="/no/such/model"))
+    assert config_module.REPLACEMENTS == bank.REPLACEMENTS  # svi.config keeps a copy

@@ -101,20 +101,44 @@ def train(
     out: Path = typer.Option(
         ..., "--out", help="Run folder: config, log, checkpoints, final model."
     ),
-    recipe: Path | None = typer.Option(None, help="TOML recipe (see recipes/)."),
-    preset: str | None = typer.Option(None, help="Model preset (default: the recipe's)."),
+    recipe: Path | None = typer.Option(
+        None,
+        help="TOML recipe (see recipes/); flags override it. Default with --model: a "
+        "rank-16 LoRA (docs/training.md).",
+    ),
+    model: str | None = typer.Option(
+        None, help="Weights to fine-tune: a Wan diffusers folder, a world model dir or preset."
+    ),
+    data: Path | None = typer.Option(
+        None, file_okay=False, help="Dataset folder (<category>/<category>.csv + videos)."
+    ),
+    erft: bool | None = typer.Option(
+        None, "--erft/--no-erft", help="Error-Recycling Fine-Tuning (default: the recipe's)."
+    ),
+    preset: str | None = typer.Option(None, help="Model preset (default: detected)."),
+    height: int | None = typer.Option(None, help="Clip height (Wan: multiple of 16)."),
+    width: int | None = typer.Option(None, help="Clip width (Wan: multiple of 16)."),
+    num_frames: int | None = typer.Option(None, help="Frames per clip (Wan: 4k+1)."),
+    lora_rank: int | None = typer.Option(None, help="LoRA rank (alpha: the recipe's or rank)."),
     steps: int | None = typer.Option(None, help="Total optimizer steps."),
     batch_size: int | None = typer.Option(None, help="Clips per step per process."),
+    lr: float | None = typer.Option(None, help="Peak learning rate."),
     seed: int | None = typer.Option(None, help="Seed of weights, data and noise."),
     resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a world model (flow matching, image-to-video) or an SVI LoRA."""
-    from svi.config import TrainConfig, load_recipe, with_overrides
+    from svi.config import TrainConfig, load_recipe, lora_defaults, with_overrides
     from svi.train import train as run_training
 
-    config = load_recipe(recipe) if recipe else TrainConfig()
-    config = with_overrides(config, preset=preset, steps=steps, batch_size=batch_size, seed=seed)
+    if recipe:
+        config = load_recipe(recipe)
+    else:
+        config = lora_defaults(bool(erft)) if model is not None else TrainConfig()
+    settings = {"init": model, "data.source": str(data) if data else None, "optim.lr": lr}
+    config = with_overrides(config, settings, erft=erft, preset=preset, height=height,
+                            width=width, num_frames=num_frames, lora_rank=lora_rank,
+                            steps=steps, batch_size=batch_size, seed=seed)  # fmt: skip
     final = run_training(config, out, resume=resume, progress=progress)
     typer.echo(f"model written to {final}")
 
@@ -127,7 +151,8 @@ def generate(
     lora: list[Path] = typer.Option(
         [],
         help="LoRA file (any key form) for the high-noise expert of Wan 2.2 A14B or the "
-        "only DiT; repeatable.",
+        "only DiT; repeatable. On the embedded model, 'clean' is the shipped clean-data "
+        "baseline of the default ERFT LoRA.",
     ),
     lora_scale: list[float] = typer.Option([], help="Strength per --lora (default 1.0)."),
     lora_low: list[Path] = typer.Option(

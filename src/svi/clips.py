@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from rich.progress import Progress
 
 from svi.errors import SviError
@@ -81,39 +82,81 @@ class WorldClips:
 
 
 class FolderClips:
-    """Random windows of the videos of a dataset folder, fitted to the model's size.
+    """Random windows of the videos of a dataset folder, fitted to the clip size.
+
+    Frames are centre-cropped to the clip's aspect and resized (Lanczos). With
+    ``random_crop`` (the smallest crop scale, in (0, 1]) every sample instead takes its
+    own crop of the clip's aspect - a side of ``[random_crop, 1]`` x the largest such
+    crop, at a random position, the same for its clip and anchor - drawn from the
+    sampling generator, so a resumed run crops exactly as an uninterrupted one.
+
+    A video shorter than a clip repeats its last frame to the clip's length (as the
+    reference does): one DEBUG line per video, one WARNING for the first.
 
     Videos are decoded on first use and kept (up to ``cache`` of them, least recently
-    used dropped). The prompt of a window is the one of its first new frame when the
-    description is a stream (``" | "``-separated, spread evenly over the video).
+    used dropped; with ``random_crop`` at the size the smallest crop needs). The prompt
+    of a window is the one of its first new frame when the description is a stream
+    (``" | "``-separated, spread evenly over the video).
     """
 
     def __init__(
-        self, root: Path, num_frames: int, height: int, width: int, cache: int = 64
+        self,
+        root: Path,
+        num_frames: int,
+        height: int,
+        width: int,
+        cache: int = 64,
+        random_crop: float | None = None,
     ) -> None:
         from svi.data import VideoFolderDataset
 
+        if random_crop is not None and not 0.0 < random_crop <= 1.0:
+            raise SviError(
+                f"random_crop (the smallest crop scale) must be in (0, 1], got {random_crop}"
+            )
         self.dataset = VideoFolderDataset(root)
         if len(self.dataset) == 0:
             raise SviError(f"dataset {root} has no videos")
         self.num_frames, self.size, self.cache = num_frames, (height, width), cache
+        self.random_crop = random_crop
+        self.short: set[int] = set()  # indices of the videos shorter than a clip
         self._videos: dict[int, np.ndarray] = {}
 
     def _video(self, index: int) -> np.ndarray:
-        from svi.starts import fit_image
+        """The decoded frames (T, h, w, 3) of video ``index``, fitted and padded to a clip."""
         from svi.video import read_video
 
         if index in self._videos:
             self._videos[index] = self._videos.pop(index)  # most recently used last
             return self._videos[index]
-        record = self.dataset[index]
-        frames = np.stack([fit_image(f, *self.size) for f in read_video(record.path)])
+        path = self.dataset[index].path
+        frames = read_video(path)
+        h0, w0 = frames.shape[1:3]
+        if self.random_crop is None:
+            frames = crop_resize(frames, largest_crop(h0, w0, *self.size), *self.size)
+        else:  # kept only as large as the smallest crop needs (its side: the clip's)
+            smallest = self.random_crop * min(h0 / self.size[0], w0 / self.size[1])
+            if smallest > 1.0:
+                frames = _resize(frames, round(h0 / smallest), round(w0 / smallest))
         if len(frames) < self.num_frames:
-            raise SviError(f"{record.path} has {len(frames)} frames; clips need {self.num_frames}")
+            frames = self._pad(index, frames)
         if len(self._videos) >= self.cache:
             self._videos.pop(next(iter(self._videos)))
         self._videos[index] = frames
         return frames
+
+    def _pad(self, index: int, frames: np.ndarray) -> np.ndarray:
+        """Repeat the last frame up to the clip length (logged once per video)."""
+        if index not in self.short:
+            path, n = self.dataset[index].path, len(frames)
+            if not self.short:
+                log.warning("%s has %d frames, fewer than a clip of %d: its last frame is "
+                            "repeated to fill the clip, as for every shorter video (--verbose "
+                            "lists them)", path, n, self.num_frames)  # fmt: skip
+            log.debug("%s: %d frames, last one repeated to %d", path, n, self.num_frames)
+            self.short.add(index)
+        tail = np.repeat(frames[-1:], self.num_frames - len(frames), axis=0)
+        return np.concatenate([frames, tail])
 
     def sample(self, batch: int, rng: np.random.Generator, motion_frames: int) -> ClipBatch:
         clips, anchors, prompts = [], [], []
@@ -122,9 +165,51 @@ class FolderClips:
             t, f = len(frames), self.num_frames
             start = int(rng.integers(0, t - f + 1))
             anchor = int(rng.integers(0, t))
-            clips.append(frames[start : start + f])
-            anchors.append(frames[anchor])
+            window, still = frames[start : start + f], frames[anchor : anchor + 1]
+            if self.random_crop is not None:
+                box = random_crop(frames.shape[1], frames.shape[2], *self.size,
+                                  self.random_crop, rng)  # fmt: skip
+                window, still = (crop_resize(x, box, *self.size) for x in (window, still))
+            clips.append(window)
+            anchors.append(still[0])
             stream = self.dataset[int(index)].prompts
             prompts.append(stream[min((start + motion_frames) * len(stream) // t, len(stream) - 1)])
         video = to_signed(np.stack(clips)).movedim(1, 2)  # (B, 3, F, H, W)
         return ClipBatch(frames=video, anchors=to_signed(np.stack(anchors)), prompts=prompts)
+
+
+Box = tuple[int, int, int, int]  # top, left, height, width
+
+
+def largest_crop(h: int, w: int, height: int, width: int) -> Box:
+    """The centred crop of a ``h x w`` frame with the aspect of ``height x width``."""
+    s = min(h / height, w / width)
+    ch, cw = min(h, max(1, round(height * s))), min(w, max(1, round(width * s)))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def random_crop(
+    h: int, w: int, height: int, width: int, min_scale: float, rng: np.random.Generator
+) -> Box:
+    """A crop of the aspect of ``height x width``: side ``u`` x the largest one, ``u``
+    uniform in [min_scale, 1], at a uniform position (three draws from ``rng``)."""
+    _, _, ch, cw = largest_crop(h, w, height, width)
+    u = float(rng.uniform(min_scale, 1.0))
+    ch, cw = max(1, round(ch * u)), max(1, round(cw * u))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return top, left, ch, cw
+
+
+def crop_resize(frames: np.ndarray, box: Box, height: int, width: int) -> np.ndarray:
+    """Frames (T, h, w, 3) uint8 cropped to ``box`` and resized (Lanczos) to the clip size."""
+    top, left, ch, cw = box
+    return _resize(frames[:, top : top + ch, left : left + cw], height, width)
+
+
+def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames (T, h, w, 3) uint8 resized (Lanczos) to ``height x width`` (if not already)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    size = (width, height)
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS))
+                     for f in frames])  # fmt: skip

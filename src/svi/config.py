@@ -35,25 +35,51 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+PADDINGS = ("anchor", "zeros", "last")  # conditioning padding a training clip can use
+MASKS = ("first", "motion")
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """Training clips: the procedural world or a dataset folder, and their conditioning.
+
+    ``motion_frames``, ``padding`` and ``mask`` left unset take the model preset's (for
+    Wan: M = 1, anchor padding, mask on latent frame 0 - the format ``svi generate``
+    uses); the run's ``config.json`` records the values used.
+    """
+
     source: str = "world"  # "world" or a dataset folder (<root>/<category>/<category>.csv)
     kinds: tuple[str, ...] = ("consistent", "creative")
     pool_size: int = 2048  # world episodes rendered once at start, sampled with replacement
     episode_frames: int = 48
-    motion_frames: int = 2  # M real frames given to the model
+    motion_frames: int | None = None  # M real frames given to the model; None: the preset's
     p_single_frame: float = 0.1  # use M = 1 with this probability (the first clip at inference)
-    padding: str = "last"  # anchor | zeros | last
-    mask: str = "motion"  # first (SVI: latent frame 0) | motion (all motion frames)
+    padding: str | None = None  # anchor | zeros | last; None: the preset's
+    mask: str | None = None  # first (SVI: latent frame 0) | motion (all motion frames)
     text_dropout: float = 0.1  # empty prompt with this probability (for CFG)
+    random_crop: bool = False  # dataset folders: a random crop of the clip's aspect per sample
+    crop_min_scale: float = 0.8  # random_crop: crop side in [this, 1] x the largest crop
 
     def __post_init__(self) -> None:
         if not self.kinds:
             raise SviError("data.kinds must name at least one world kind")
-        for name in ("pool_size", "episode_frames", "motion_frames"):
+        for name in ("pool_size", "episode_frames"):
             _positive_int(getattr(self, name), f"data.{name}")
+        if self.motion_frames is not None:
+            _positive_int(self.motion_frames, "data.motion_frames")
         for name in ("p_single_frame", "text_dropout"):
             _probability(getattr(self, name), f"data.{name}")
+        if self.padding is not None and self.padding not in PADDINGS:
+            raise SviError(
+                f"data.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}"
+            )
+        if self.mask is not None and self.mask not in MASKS:
+            raise SviError(f"data.mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
+        if not isinstance(self.random_crop, bool):
+            raise SviError(f"data.random_crop must be true or false, got {self.random_crop!r}")
+        scale = _number(self.crop_min_scale, "data.crop_min_scale")
+        if not 0.0 < scale <= 1.0:  # also refuses NaN
+            raise SviError(f"data.crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,9 @@ class OptimConfig:
             raise SviError(f"optim.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
 
 
+REPLACEMENTS = ("l2", "random", "fifo")  # = svi.erft.bank.REPLACEMENTS (svi.erft imports us)
+
+
 @dataclass(frozen=True)
 class ErftConfig:
     """Error-Recycling Fine-Tuning knobs (SVI_SPEC section 3); defaults of the released scripts."""
@@ -101,8 +130,20 @@ class ErftConfig:
     image_errors: str = "bank"  # E_img from: "bank" (one-step video errors) | "rollout"
     rollout_every: int = 4  # "rollout": harvest one generated clip's error every N steps
     rollout_steps: int = 10  # "rollout": sampler steps of that generation
+    # replay-memory bounds (not in the released scripts, whose banks are unbounded):
+    spatial_pool: int = 1  # store errors average-pooled this many x over (h, w)
+    max_bytes: int | None = None  # cap on EACH bank: lowers the per-bin capacity to fit
 
     def __post_init__(self) -> None:
+        for name in ("num_bins", "capacity", "image_error_frames", "spatial_pool"):
+            _positive_int(getattr(self, name), f"erft.{name}")
+        if self.max_bytes is not None:
+            _positive_int(self.max_bytes, "erft.max_bytes")
+        if self.replacement not in REPLACEMENTS:
+            raise SviError(
+                f"erft.replacement must be one of {', '.join(REPLACEMENTS)}, "
+                f"got {self.replacement!r}"
+            )
         if self.bin_shift is not None and not (
             math.isfinite(self.bin_shift) and self.bin_shift > 0
         ):
@@ -178,8 +219,15 @@ def _number(value: Any, where: str) -> float:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "world-tiny"
+    """One training run. Unset model-dependent fields (``preset``, the clip geometry, the
+    data's conditioning format) are filled in from the model by
+    :func:`svi.train.resolve_config` before anything loads; the run records those."""
+
+    preset: str | None = None  # None: the preset of ``init``'s folder, else "world-tiny"
     init: str | None = None  # start weights: None (random, base training), "embedded", or a dir
+    height: int | None = None  # clip size in pixels (Wan: multiples of 16); None: the preset's
+    width: int | None = None
+    num_frames: int | None = None  # pixel frames per clip (Wan: 4k + 1); None: the preset's
     steps: int = 1000
     batch_size: int = 8
     seed: int = 0
@@ -199,10 +247,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_last"):
             _positive_int(getattr(self, name), name)
+        for name in ("height", "width", "num_frames"):
+            if getattr(self, name) is not None:
+                _positive_int(getattr(self, name), name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise SviError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.lora_rank is not None:
-            _positive_int(self.lora_rank, "lora_rank")
+        for name in ("lora_rank", "lora_alpha"):
+            if getattr(self, name) is not None:
+                _positive_int(getattr(self, name), name)
         if self.shift is not None:
             shift = _number(self.shift, "shift")
             if not (math.isfinite(shift) and shift > 0):
@@ -295,7 +347,47 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """A copy with top-level fields replaced (None values are ignored)."""
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(config, **changes)
+# ``svi train --model M`` without a recipe: a LoRA with the released scripts' optimiser
+# (AdamW 1e-4, weight decay 0.01, grad clip 1, constant lr, batch 1 per process, the bell
+# timestep weighting) at rank 16 (the scripts: 128). Everything else: the defaults above.
+LORA_DEFAULTS: dict[str, Any] = {
+    "init": "embedded",
+    "lora_rank": 16,
+    "ema_decay": None,
+    "batch_size": 1,
+    "weighting": "bell",
+    "checkpoint_every": 250,
+    "log_every": 10,
+    "optim": {"lr": 1e-4, "warmup_steps": 0, "schedule": "constant"},
+}
+
+
+def lora_defaults(erft: bool = False) -> TrainConfig:
+    """The built-in recipe of a LoRA fine-tune (:data:`LORA_DEFAULTS`); with ``erft``,
+    ERFT with the released scripts' knobs (:class:`ErftConfig`), else a clean LoRA."""
+    return from_dict(TrainConfig, {**LORA_DEFAULTS, "erft": {} if erft else None}, "defaults")
+
+
+def with_overrides(
+    config: TrainConfig, settings: dict[str, Any] | None = None, /, **overrides: Any
+) -> TrainConfig:
+    """A copy with fields replaced and validated as a recipe is (``None`` values ignored).
+
+    ``settings`` keys may be dotted paths into the tables (``"optim.lr"``,
+    ``"data.source"``); ``overrides`` are top-level fields. ``erft=True`` turns ERFT on
+    (a recipe's ``[erft]`` table is kept, else the defaults), ``erft=False`` turns it off.
+    """
+    data = config.to_dict()
+    for key, value in {**(settings or {}), **overrides}.items():
+        if value is None:
+            continue
+        *tables, name = key.split(".")
+        target = data
+        for table in tables:
+            if not isinstance(target.get(table), dict):
+                raise SviError(f"unknown setting {key}: {table} is not a table")
+            target = target[table]
+        if not tables and name == "erft" and isinstance(value, bool):
+            value = (data["erft"] or {}) if value else None
+        target[name] = value
+    return from_dict(TrainConfig, data, "options")

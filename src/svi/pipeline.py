@@ -116,9 +116,13 @@ class SVIPipeline:
 
     def load_lora(self, path: str | Path, scale: float = 1.0, expert: str = "high") -> dict:
         """Merge a LoRA file (any known key form) into the DiT of ``expert`` (see
-        :meth:`expert_dit`) at strength ``scale``; the entry is kept in ``self.loras``."""
+        :meth:`expert_dit`) at strength ``scale``; the entry is kept in ``self.loras``.
+        On the embedded model a short name picks a shipped LoRA: ``"clean"`` (the
+        clean-data baseline of the default ``"svi"`` ERFT LoRA)."""
         from svi.lora import apply_lora, lora_fingerprint, read_lora_metadata
 
+        if not Path(path).exists():  # a short name of a LoRA shipped with the model
+            path = self.bundle.bundled_lora(str(path)) or path
         dit = self.expert_dit(expert)  # a missing expert fails before anything is merged
         _warn_other_expert(path, expert)
         report = apply_lora(dit, path, scale=scale, merge=True)

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,14 @@ from svi.checkpoint import (
 )
 from svi.clips import ClipBatch, FolderClips, WorldClips
 from svi.conditioning import build_y
-from svi.config import TrainConfig, from_dict
+from svi.config import ErftConfig, TrainConfig, from_dict
 from svi.ema import EMA
 from svi.erft.augment import augment_y
 from svi.errors import SviError
 from svi.interrupts import Interrupted
 from svi.models.bundle import ModelBundle, build_world_transformer, save_world_model
 from svi.models.codec import PixelCodec
-from svi.models.presets import get_preset
+from svi.models.presets import ModelPreset, get_preset
 from svi.sampling import Experts
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,131 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * cosine)
 
 
+# Latent geometry per codec: (channels, spatial factor, temporal factor). Wan clips are
+# also cut into 2x2 patches, so their sides are multiples of 16 and F = 4k + 1.
+_CODEC_GEOMETRY = {"pixel": (3, 1, 1), "wan-vae": (16, 8, 4)}
+WAN_MULTIPLE = 16
+BANK_ENTRY_BYTES = 2  # bf16, the banks' storage dtype (svi.erft.make_banks)
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with every model-dependent default made explicit and checked against the
+    model, before any weight loads (reads only small JSON files of ``init``).
+
+    Fills in the preset (``init``'s, detected from its folder), the clip geometry and the
+    data's conditioning format (the preset's); checks Wan geometry (sides multiples of
+    16, F = 4k + 1), that a world model keeps its clip size, that the motion frames fit
+    the clip and that the replay memory's ``spatial_pool`` / ``max_bytes`` fit one error.
+    Idempotent; raises :class:`SviError` with one clear sentence.
+    """
+    from svi.models.presets import PRESETS
+
+    init, name = config.init, config.preset
+    if init not in (None, "embedded") and init in PRESETS and not Path(init).exists():
+        if PRESETS[init].family == "wan":
+            raise SviError(f"{init} needs its weights: pass the diffusers folder as --model")
+        if name not in (None, init):
+            raise SviError(f"--model {init} is not a {name} model")
+        init, name = "embedded", init
+    if init in (None, "embedded"):  # a random or the embedded world model
+        preset = get_preset(name or "world-tiny")
+        if preset.family != "world":
+            raise SviError(f"{preset.name} needs its weights: give its diffusers folder as --model")
+    else:
+        detected = _model_preset(Path(init))
+        preset = get_preset(name or detected)
+        family = get_preset(detected).family
+        if family != preset.family or (family == "world" and detected != preset.name):
+            raise SviError(f"--model {init} holds a {detected} model, not {preset.name} (--preset)")
+        if preset.family == "wan":
+            _check_wan_folder(Path(init), preset.name)
+    h, w, f = _clip_geometry(config, preset)
+    d = config.data
+    m = d.motion_frames or preset.motion_frames
+    if m >= f:
+        raise SviError(f"data.motion_frames {m} leaves nothing to generate in clips of {f} frames")
+    if d.source == "world" and (h != w or d.episode_frames < f + 1):
+        raise SviError(f"the procedural world renders square clips from episodes longer than "
+                       f"the clip; got {h}x{w} clips of {f} frames from episodes of "
+                       f"{d.episode_frames} (data.episode_frames)")  # fmt: skip
+    if config.erft is not None:
+        _check_replay_memory(config.erft, preset.codec, h, w, f)
+    data = replace(d, motion_frames=m, padding=d.padding or preset.padding,
+                   mask=d.mask or preset.mask)  # fmt: skip
+    return replace(config, preset=preset.name, init=init, height=h, width=w, num_frames=f,
+                   data=data)  # fmt: skip
+
+
+def _model_preset(path: Path) -> str:
+    """The preset of the model in folder ``path`` (a world model dir or a Wan folder)."""
+    from svi.models.bundle import MODEL_FILE
+
+    if (path / MODEL_FILE).is_file():
+        try:
+            meta = json.loads((path / MODEL_FILE).read_text(encoding="utf-8"))
+            return str(meta["preset"]["name"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SviError(f"{path / MODEL_FILE} does not describe a preset ({exc})") from None
+    if (path / "model_index.json").is_file():
+        from svi.models.wan import detect_wan_variant
+
+        return detect_wan_variant(path)
+    if not path.exists():
+        raise SviError(f"model {path} is neither a preset nor an existing folder")
+    raise SviError(f"{path} holds neither {MODEL_FILE} (svi world model) nor model_index.json")
+
+
+def _check_wan_folder(folder: Path, variant: str) -> None:
+    """The folder holds ``variant``'s files and a DiT conditioned by concatenation."""
+    from svi.models.wan import WAN_LAYOUTS, validate_wan_folder
+
+    validate_wan_folder(folder, variant)
+    if WAN_LAYOUTS[variant].conditioning != "concat":
+        raise SviError(f"{folder} is {variant}, which conditions by replacing the first latent "
+                       "frame; training supports the 36-channel concat models (Wan 2.1 I2V, "
+                       "2.2 I2V A14B)")  # fmt: skip
+
+
+def _clip_geometry(config: TrainConfig, preset: ModelPreset) -> tuple[int, int, int]:
+    """(height, width, num_frames) of a training clip: the config's, else the preset's."""
+    h = config.height or preset.height
+    w = config.width or preset.width
+    f = config.num_frames or preset.num_frames
+    if preset.family == "world":
+        if (h, w, f) != (preset.height, preset.width, preset.num_frames):
+            raise SviError(f"the {preset.name} model's clip size is fixed: height "
+                           f"{preset.height}, width {preset.width}, {preset.num_frames} "
+                           f"frames; got {h}, {w}, {f}")  # fmt: skip
+        return h, w, f
+    for side, value in (("height", h), ("width", w)):
+        if value % WAN_MULTIPLE:
+            raise SviError(f"{side} {value} is not a multiple of {WAN_MULTIPLE} (Wan: 8x VAE "
+                           "and 2x2 patches)")  # fmt: skip
+    if f < 5 or (f - 1) % 4:
+        raise SviError(f"num_frames must be 4k + 1 (5, 9, ..., 81) for the Wan VAE, got {f}")
+    return h, w, f
+
+
+def _check_replay_memory(erft: ErftConfig, codec: str, h: int, w: int, f: int) -> None:
+    """``spatial_pool`` divides the latent size; ``max_bytes`` holds one error per bin."""
+    channels, spatial, temporal = _CODEC_GEOMETRY[codec]
+    lh, lw = h // spatial, w // spatial
+    pool = erft.spatial_pool
+    if lh % pool or lw % pool:
+        raise SviError(f"erft.spatial_pool {pool} does not divide the latent size {lh}x{lw} "
+                       f"of {h}x{w} clips")  # fmt: skip
+    entry = channels * (1 + (f - 1) // temporal) * (lh // pool) * (lw // pool) * BANK_ENTRY_BYTES
+    if erft.max_bytes is not None and erft.max_bytes < erft.num_bins * entry:
+        raise SviError(
+            f"erft.max_bytes {erft.max_bytes} cannot hold one error per bin: "
+            f"{erft.num_bins} bins x {entry} bytes = {erft.num_bins * entry}"
+        )
+
+
 def make_bundle(config: TrainConfig) -> ModelBundle:
-    """The model to train: a fresh world DiT, or loaded weights to fine-tune."""
+    """The model to train: a fresh world DiT, or loaded weights to fine-tune, with the
+    config's clip geometry (Wan)."""
+    config = resolve_config(config)
     preset = get_preset(config.preset)
     if config.init is None:
         from svi.models.bundle import world_text_encoder
@@ -68,33 +192,41 @@ def make_bundle(config: TrainConfig) -> ModelBundle:
         return ModelBundle(preset, transformer, PixelCodec(), world_text_encoder(preset), "random")
     from svi.models.bundle import load_bundle
 
-    return load_bundle(config.preset if config.init == "embedded" else config.init, preset.name)
+    bundle = load_bundle(preset.name if config.init == "embedded" else config.init, preset.name)
+    bundle.preset = replace(bundle.preset, height=config.height, width=config.width,
+                            num_frames=config.num_frames)  # fmt: skip
+    return bundle
 
 
-def make_clips(config: TrainConfig, preset, progress: bool = False) -> WorldClips | FolderClips:
-    """The clip source: the procedural world, or a dataset folder of real videos."""
+def make_clips(
+    config: TrainConfig, preset: ModelPreset, progress: bool = False
+) -> WorldClips | FolderClips:
+    """The clip source: the procedural world, or a dataset folder of real videos, at the
+    clip size of ``preset``."""
     d = config.data
     if d.source == "world":
         return WorldClips(d.kinds, d.pool_size, d.episode_frames, preset.num_frames,
                           preset.height, seed=config.seed, show_progress=progress)  # fmt: skip
-    return FolderClips(Path(d.source), preset.num_frames, preset.height, preset.width)
+    crop = d.crop_min_scale if d.random_crop else None
+    return FolderClips(Path(d.source), preset.num_frames, preset.height, preset.width,
+                       random_crop=crop)  # fmt: skip
 
 
 def prepare_batch(
     batch: ClipBatch, bundle: ModelBundle, config: TrainConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clean latents x0, conditioning y and text states for one batch."""
-    d = config.data
+    d, p = config.data, bundle.preset  # unset data fields: the preset's (resolve_config)
     single = torch.rand((), generator=gen).item() < d.p_single_frame
-    m = 1 if single else d.motion_frames
+    m = 1 if single else d.motion_frames or p.motion_frames
     frames = batch.frames  # (B, 3, F, H, W)
     x0 = bundle.codec.encode(frames)  # (B, C, f, h, w)
     y = build_y(
         bundle.codec,
         frames[:, :, :m],
         frames.shape[2],
-        padding=d.padding,
-        mask=d.mask,
+        padding=d.padding or p.padding,
+        mask=d.mask or p.mask,
         anchor=batch.anchors,
     )
     drop = torch.rand(len(batch.prompts), generator=gen) < d.text_dropout
@@ -112,8 +244,13 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
     The run holds ``out/.lock`` (:mod:`svi.locks`): a second run into ``out`` fails at
     once. SIGINT/SIGTERM stop it after the current step with a checkpoint there (one
     process; several: at the last checkpoint) by raising
-    :class:`~svi.interrupts.Interrupted`; ``resume=True`` continues.
+    :class:`~svi.interrupts.Interrupted`; ``resume=True`` continues. The config is
+    resolved and checked (:func:`resolve_config`, the dataset's CSVs) before anything
+    is written or loaded.
     """
+    config = resolve_config(config)
+    if config.data.source != "world":
+        _check_dataset(Path(config.data.source))
     if out.exists() and not out.is_dir():
         raise SviError(f"--out {out} is a file; training writes a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +297,7 @@ def _train(
     if main:  # the logs describe this run up to its start: drop lines of steps to redo
         _truncate_logs(out, start)
     model, opt = accelerator.prepare(model, opt)
-    velocity = Experts(model)
+    velocity, dev = Experts(model), accelerator.device
     t0 = time.perf_counter()
     # one process stops cleanly between steps; several stop where they are (no collective)
     stops = interrupts.deferred() if accelerator.num_processes == 1 else nullcontext(None)
@@ -170,11 +307,12 @@ def _train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, config)
             batch = data.sample(config.batch_size, rng, config.data.motion_frames)
-            x0, y, text = prepare_batch(batch, bundle, config, gen)
+            # on the model's device; noise and sigmas drawn on the CPU (checkpointed generator)
+            x0, y, text = (t.to(dev) for t in prepare_batch(batch, bundle, config, gen))
             if injector is not None and injector.image_bank is not None:  # clean y, as generated
                 _harvest(injector, velocity, bundle, batch, x0, y, text, step, gen)
-            noise = torch.randn(x0.shape, generator=gen)
-            sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift)
+            noise = torch.randn(x0.shape, generator=gen).to(dev)
+            sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift).to(dev)
             if injector is None:  # clean flow matching (y maybe degraded by hand, target clean)
                 x_t, target = flow.interpolate(x0, noise, sigma), flow.velocity_target(x0, noise)
                 if config.augment is not None:  # blur / noise / colour on y[:, 4:, :k]
@@ -224,6 +362,14 @@ def _train(
     return final
 
 
+def _check_dataset(root: Path) -> None:
+    """The dataset folder's CSVs are valid and list at least one video."""
+    from svi.data import VideoFolderDataset
+
+    if len(VideoFolderDataset(root)) == 0:
+        raise SviError(f"dataset {root} has no videos")
+
+
 def _harvest(injector, velocity, bundle, batch, x0, y, text, step: int, gen) -> None:
     """Every ``rollout_every`` steps: bank the error of one clip generated from the
     batch's first sample (clean y and text) with the inference sampler."""
@@ -252,7 +398,8 @@ def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch)
 def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):
     per_sample = F.mse_loss(v, target, reduction="none").flatten(1).mean(1)  # (B,)
     if config.weighting == "bell":
-        per_sample = per_sample * flow.timestep_weight(sigma * flow.NUM_TRAIN_TIMESTEPS)
+        weight = flow.timestep_weight(sigma * flow.NUM_TRAIN_TIMESTEPS)
+        per_sample = per_sample * weight.to(per_sample.device)
     elif config.weighting != "none":
         raise SviError(f"unknown weighting {config.weighting!r}; use 'none' or 'bell'")
     return per_sample.mean()
@@ -280,7 +427,8 @@ def _same_config(path: Path, config: TrainConfig) -> bool:
     """Whether the run's stored config is ``config``; keys added to the config since the
     run started (e.g. ``augment``) take their defaults, so older runs still resume."""
     try:
-        return from_dict(TrainConfig, json.loads(path.read_text(encoding="utf-8"))) == config
+        stored = from_dict(TrainConfig, json.loads(path.read_text(encoding="utf-8")))
+        return resolve_config(stored) == resolve_config(config)
     except (SviError, ValueError, TypeError):  # unknown keys, a malformed file
         return False
 
@@ -306,21 +454,22 @@ def _rng_state(gen: torch.Generator, rng: np.random.Generator) -> tuple[dict, di
 def _make_injector(config: TrainConfig, inference_shift: float, gen: torch.Generator):
     """The ERFT error injector with its two banks, or None for clean training.
 
-    Banks are seeded alike on every process, so with shared errors they stay identical.
+    Banks are seeded alike on every process, so with shared errors they stay identical;
+    ``spatial_pool`` and ``max_bytes`` (per bank) bound every bank's memory.
     """
     if config.erft is None:
         return None
     from svi.erft import ErrorBank, ErrorInjector, make_banks
 
-    noise_bank, video_bank = make_banks(config.erft, inference_shift, seed=config.seed * 1000 + 7)
+    erft = config.erft
+    bounds = {"max_bytes": erft.max_bytes, "spatial_pool": erft.spatial_pool}
+    noise_bank, video_bank = make_banks(erft, inference_shift, seed=config.seed * 1000 + 7,
+                                        **bounds)  # fmt: skip
     image_bank = None
-    if config.erft.image_errors == "rollout":  # one bin: errors of whole generated clips
-        image_bank = ErrorBank(
-            torch.zeros(1),
-            capacity=config.erft.capacity,
-            replacement=config.erft.replacement,
-            seed=config.seed * 1000 + 9,
-        )
+    if erft.image_errors == "rollout":  # one bin: errors of whole generated clips
+        image_bank = ErrorBank(torch.zeros(1), capacity=erft.capacity,
+                               replacement=erft.replacement, seed=config.seed * 1000 + 9,
+                               **bounds)  # fmt: skip
     return ErrorInjector(config.erft, noise_bank, video_bank, gen, image_bank)  # fmt: skip
 
 

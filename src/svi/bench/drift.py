@@ -32,7 +32,7 @@ from svi.atomic import write_atomic
 from svi.bench import events, metrics
 from svi.config import tomllib
 from svi.errors import SviError
-from svi.fingerprint import fingerprint_files
+from svi.fingerprint import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,14 @@ def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, enc
 
 # -- contenders x scenes, cached ------------------------------------------------------
 def model_fingerprint(bundle) -> str:
-    return fingerprint_files(list(Path(bundle.source).rglob("*.safetensors")), whole=True)
+    """The model's weights by content: every safetensors file in its component folders
+    (not the LoRAs that an embedded model ships beside them), in path order."""
+    root = Path(bundle.source)
+    weights = sorted(p for p in root.rglob("*.safetensors") if p.parent != root)
+    digest = hashlib.sha256()
+    for path in weights:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 # Settings in every cache key since drift-v2 (their values, default or not). A setting
@@ -263,14 +270,15 @@ def benchmark_config(padding: str | None = None):
 
 
 def contender_key(contender: Contender, model_hash: str, config) -> dict:
-    """Everything that determines a contender's rollouts (the video cache key)."""
+    """Everything that determines a contender's rollouts (the video cache key): weights
+    by content (a renamed or moved LoRA file keeps its rollouts), padding, settings."""
     from svi.lora import lora_files  # a LoRA may be a folder of shards
 
     defaults = asdict(type(config)())
     settings = {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")}
     return {
         "model": model_hash,
-        "loras": [[fingerprint_files(lora_files(p), whole=True), s] for p, s in contender.loras],
+        "loras": [[[sha256_file(f) for f in lora_files(p)], s] for p, s in contender.loras],
         "padding": contender.padding,
         "config": {k: v for k, v in settings.items() if k in _KEY_SETTINGS or v != defaults[k]},
     }

@@ -46,6 +46,14 @@ class ModelBundle:
         path = Path(self.source) / DEFAULT_LORA
         return path if self.preset.family == "world" and path.is_file() else None
 
+    def bundled_lora(self, name: str) -> Path | None:
+        """A LoRA shipped beside an embedded world model, by short name: ``"clean"`` is
+        ``clean_lora.safetensors`` (the clean-data baseline), ``"svi"`` the default."""
+        if self.preset.family != "world" or not name.replace("_", "").isalnum():
+            return None
+        path = Path(self.source) / f"{name}_lora.safetensors"
+        return path if path.is_file() else None
+
     @property
     def experts(self) -> Experts:
         return Experts(self.transformer, self.transformer_2, self.boundary)

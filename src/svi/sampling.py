@@ -33,7 +33,8 @@ class Experts:
 
     def model_for(self, sigma: Tensor) -> torch.nn.Module:
         """The expert for the batch's ``sigma`` (B,): ``low`` below the boundary, else ``high``."""
-        if self.low is not None and self.boundary is not None and float(sigma[0]) < self.boundary:
+        n = flow.NUM_TRAIN_TIMESTEPS  # as diffusers: compare t = n * sigma in t's dtype (float32)
+        if self.low is not None and self.boundary is not None and sigma[0] * n < self.boundary * n:
             return self.low
         return self.high
 

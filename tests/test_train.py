@@ -331,7 +331,7 @@ def test_overrides_take_dotted_keys_and_validate_as_a_recipe() -> None:
         ({"erft": {"spatial_pool": 0}}, "erft.spatial_pool must be an integer >= 1"),
         ({"erft": {"max_bytes": -5}}, "erft.max_bytes must be an integer >= 1"),
         ({"erft": {"replacement": "lru"}}, "erft.replacement must be one of l2, random, fifo"),
-        ({"data": {"padding": "anchor-first"}}, "data.padding must be one of"),
+        ({"data": {"padding": "mirror"}}, "data.padding must be one of"),
         ({"data": {"crop_min_scale": 0.0}}, r"data.crop_min_scale must be in \(0, 1\]"),
         ({"data": {"random_crop": 1}}, "data.random_crop must be bool"),
     ],

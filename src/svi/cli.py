@@ -120,6 +120,9 @@ def train(
     width: int | None = typer.Option(None, help="Clip width (Wan: multiple of 16)."),
     num_frames: int | None = typer.Option(None, help="Frames per clip (Wan: 4k+1)."),
     lora_rank: int | None = typer.Option(None, help="LoRA rank (alpha: the recipe's or rank)."),
+    expert: str | None = typer.Option(
+        None, help="Wan 2.2 A14B: high | low | both - per-expert LoRAs on their sigma ranges."
+    ),
     steps: int | None = typer.Option(None, help="Total optimizer steps."),
     batch_size: int | None = typer.Option(None, help="Clips per step per process."),
     lr: float | None = typer.Option(None, help="Peak learning rate."),
@@ -137,7 +140,7 @@ def train(
         config = lora_defaults(bool(erft)) if model is not None else TrainConfig()
     settings = {"init": model, "data.source": str(data) if data else None, "optim.lr": lr}
     config = with_overrides(config, settings, erft=erft, preset=preset, height=height,
-                            width=width, num_frames=num_frames, lora_rank=lora_rank,
+                            width=width, num_frames=num_frames, lora_rank=lora_rank, expert=expert,
                             steps=steps, batch_size=batch_size, seed=seed)  # fmt: skip
     final = run_training(config, out, resume=resume, progress=progress)
     typer.echo(f"model written to {final}")

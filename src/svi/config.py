@@ -35,7 +35,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-PADDINGS = ("anchor", "zeros", "last")  # conditioning padding a training clip can use
+PADDINGS = ("anchor", "zeros", "last", "anchor-first")  # conditioning layouts of training
+EXPERTS = ("high", "low", "both")  # Wan 2.2 A14B: the expert(s) a LoRA run trains
 MASKS = ("first", "motion")
 
 
@@ -54,7 +55,7 @@ class DataConfig:
     episode_frames: int = 48
     motion_frames: int | None = None  # M real frames given to the model; None: the preset's
     p_single_frame: float = 0.1  # use M = 1 with this probability (the first clip at inference)
-    padding: str | None = None  # anchor | zeros | last; None: the preset's
+    padding: str | None = None  # anchor | zeros | last | anchor-first (2.0 Pro); None: preset's
     mask: str | None = None  # first (SVI: latent frame 0) | motion (all motion frames)
     text_dropout: float = 0.1  # empty prompt with this probability (for CFG)
     random_crop: bool = False  # dataset folders: a random crop of the clip's aspect per sample
@@ -236,6 +237,7 @@ class TrainConfig:
     weighting: str = "none"  # none | bell (timestep_weight of the released code)
     lora_rank: int | None = None  # None = train the whole DiT; else a peft LoRA
     lora_alpha: int | None = None
+    expert: str | None = None  # A14B: high | low | both (per-expert LoRAs); None: transformer
     erft: ErftConfig | None = None
     augment: AugmentConfig | None = None  # handcrafted baseline; excludes erft
     checkpoint_every: int = 500
@@ -261,6 +263,8 @@ class TrainConfig:
                 raise SviError(f"shift must be a finite number > 0, got {self.shift}")
         if self.ema_decay is not None and not 0.0 <= _number(self.ema_decay, "ema_decay") < 1.0:
             raise SviError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.expert is not None and self.expert not in EXPERTS:
+            raise SviError(f"expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
         if self.erft is not None and self.augment is not None:
             raise SviError(
                 "a recipe has [erft] (recycled errors) or [augment] (handcrafted degradations) "

@@ -33,7 +33,7 @@ from svi.checkpoint import (
     save_rank_extra,
 )
 from svi.clips import ClipBatch, FolderClips, WorldClips
-from svi.conditioning import build_y
+from svi.conditioning import build_y, build_y_anchor_first
 from svi.config import ErftConfig, TrainConfig, from_dict
 from svi.ema import EMA
 from svi.erft.augment import augment_y
@@ -108,8 +108,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
                        f"{d.episode_frames} (data.episode_frames)")  # fmt: skip
     if config.erft is not None:
         _check_replay_memory(config.erft, preset.codec, h, w, f)
+    _check_expert(config, preset)
     data = replace(d, motion_frames=m, padding=d.padding or preset.padding,
                    mask=d.mask or preset.mask)  # fmt: skip
+    if data.padding == "anchor-first":
+        _check_anchor_first(preset.codec, m, f)
     return replace(config, preset=preset.name, init=init, height=h, width=w, num_frames=f,
                    data=data)  # fmt: skip
 
@@ -162,6 +165,34 @@ def _clip_geometry(config: TrainConfig, preset: ModelPreset) -> tuple[int, int, 
     if f < 5 or (f - 1) % 4:
         raise SviError(f"num_frames must be 4k + 1 (5, 9, ..., 81) for the Wan VAE, got {f}")
     return h, w, f
+
+
+def _check_expert(config: TrainConfig, preset: ModelPreset) -> None:
+    """``expert`` needs a model with two experts (Wan 2.2 I2V A14B) and a LoRA run."""
+    if config.expert is None:
+        return
+    from svi.models.wan import WAN_LAYOUTS
+
+    layout = WAN_LAYOUTS.get(preset.name) if preset.family == "wan" else None
+    if layout is None or not layout.two_experts:
+        raise SviError(f"expert = {config.expert!r} needs a model with two experts (Wan 2.2 "
+                       f"I2V A14B); {preset.name} has one")  # fmt: skip
+    if not config.lora_rank:
+        raise SviError(f"expert = {config.expert!r} trains per-expert LoRAs; set lora_rank")
+
+
+def _motion_latents(motion_frames: int, temporal_factor: int) -> int:
+    """Latent frames that the first ``motion_frames`` pixel frames alone determine."""
+    return 1 + (motion_frames - 1) // temporal_factor
+
+
+def _check_anchor_first(codec: str, m: int, f: int) -> None:
+    """The 2.0 Pro layout fits: anchor + motion latents leave latent frames to generate."""
+    temporal = _CODEC_GEOMETRY[codec][2]
+    given, total = 1 + _motion_latents(m, temporal), 1 + (f - 1) // temporal
+    if given >= total:
+        raise SviError(f"data.padding 'anchor-first': the anchor and {given - 1} motion latent "
+                       f"frames fill all {total} latent frames of the clip")  # fmt: skip
 
 
 def _check_replay_memory(erft: ErftConfig, codec: str, h: int, w: int, f: int) -> None:
@@ -221,18 +252,35 @@ def prepare_batch(
     m = 1 if single else d.motion_frames or p.motion_frames
     frames = batch.frames  # (B, 3, F, H, W)
     x0 = bundle.codec.encode(frames)  # (B, C, f, h, w)
-    y = build_y(
-        bundle.codec,
-        frames[:, :, :m],
-        frames.shape[2],
-        padding=d.padding or p.padding,
-        mask=d.mask or p.mask,
-        anchor=batch.anchors,
-    )
+    padding = d.padding or p.padding
+    if padding == "anchor-first":  # SVI 2.0 Pro; a single-frame sample: the first clip's y
+        y = anchor_first_y(bundle, batch.anchors, x0, None if single else m)
+    else:
+        y = build_y(bundle.codec, frames[:, :, :m], frames.shape[2], padding=padding,
+                    mask=d.mask or p.mask, anchor=batch.anchors)  # fmt: skip
     drop = torch.rand(len(batch.prompts), generator=gen) < d.text_dropout
     prompts = ["" if dropped else p for p, dropped in zip(batch.prompts, drop, strict=True)]
     text = bundle.text_encoder.encode(prompts)  # (B, L, D)
     return x0, y, text
+
+
+def anchor_first_y(
+    bundle: ModelBundle, anchors: torch.Tensor, x0: torch.Tensor, motion_frames: int | None
+) -> torch.Tensor:
+    """SVI 2.0 Pro's training ``y``: ``[VAE(anchor), motion latents, zero latents]``, mask
+    on latent frame 0 (:func:`~svi.conditioning.build_y_anchor_first`, as generation).
+
+    ``anchors`` (B, 3, H, W) are encoded alone; the motion latents are the clip's own
+    latents ``x0`` (B, C, f, h, w) of its first ``motion_frames`` pixel frames (the
+    latents generation carries over); ``None`` (a single-frame sample): the first clip's
+    ``[anchor, zeros]``.
+    """
+    codec = bundle.codec
+    anchor_latent = codec.encode(anchors[:, :, None])  # (B, C, 1, h, w)
+    motion = None
+    if motion_frames is not None:
+        motion = x0[:, :, : _motion_latents(motion_frames, codec.temporal_factor)]
+    return build_y_anchor_first(anchor_latent, motion, x0.shape[2], codec.temporal_factor)
 
 
 LOCK_NAME = ".lock"
@@ -269,15 +317,8 @@ def _train(
     accelerator.wait_for_everyone()
     bundle = make_bundle(config)
     preset = bundle.preset
-    model = bundle.transformer
-    model.train()
-    if config.lora_rank:
-        from svi.lora import add_training_lora
-
-        model.requires_grad_(False)
-        torch.manual_seed(config.seed)  # the LoRA's random A init
-        add_training_lora(model, config.lora_rank, config.lora_alpha or config.lora_rank)
-    named = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    models = _trained_models(bundle, config)  # {"": the DiT} or {"high"/"low": expert}
+    named = _trainable(models, config)
     opt = torch.optim.AdamW(
         named.values(), lr=config.optim.lr, betas=config.optim.betas,
         weight_decay=config.optim.weight_decay,
@@ -296,8 +337,9 @@ def _train(
         log.info("resumed from step %d", start)
     if main:  # the logs describe this run up to its start: drop lines of steps to redo
         _truncate_logs(out, start)
-    model, opt = accelerator.prepare(model, opt)
-    velocity, dev = Experts(model), accelerator.device
+    *prepared, opt = accelerator.prepare(*models.values(), opt)
+    models = dict(zip(models, prepared, strict=True))
+    velocity, dev = _velocity(bundle, models, accelerator.device), accelerator.device
     t0 = time.perf_counter()
     # one process stops cleanly between steps; several stop where they are (no collective)
     stops = interrupts.deferred() if accelerator.num_processes == 1 else nullcontext(None)
@@ -312,13 +354,13 @@ def _train(
             if injector is not None and injector.image_bank is not None:  # clean y, as generated
                 _harvest(injector, velocity, bundle, batch, x0, y, text, step, gen)
             noise = torch.randn(x0.shape, generator=gen).to(dev)
-            sigma = flow.sample_training_sigmas(x0.shape[0], gen, shift).to(dev)
+            sigma = draw_sigmas(x0.shape[0], gen, shift, config, step, bundle.boundary).to(dev)
             if injector is None:  # clean flow matching (y maybe degraded by hand, target clean)
                 x_t, target = flow.interpolate(x0, noise, sigma), flow.velocity_target(x0, noise)
                 if config.augment is not None:  # blur / noise / colour on y[:, 4:, :k]
-                    y = augment_y(y, config.augment, gen).y
+                    y = _augment(y, config, gen)
             else:  # ERFT: errors in noise, latent and y; target eps~ - x0 (clean x0)
-                inj = injector.inject(x0, noise, y, sigma)
+                inj = _inject(injector, x0, noise, y, sigma, config)
                 x_t, target, y = flow.interpolate(inj.x0_in, inj.noise, sigma), inj.target, inj.y
             v = _with_image_tokens(velocity, bundle, batch)(x_t, sigma, y, text)
             loss = _loss(v, target, sigma, config)
@@ -353,13 +395,101 @@ def _train(
                 )
     final = out / "final"
     if main:
-        final = _export(out, accelerator.unwrap_model(model), ema, bundle, config)
+        unwrapped = {k: accelerator.unwrap_model(m) for k, m in models.items()}
+        final = _export(out, unwrapped, ema, bundle, config)
         if injector is not None:
             from svi.bench.banks import plot_banks
 
             plot_banks(out)
     accelerator.wait_for_everyone()
     return final
+
+
+def _trained_models(bundle: ModelBundle, config: TrainConfig) -> dict[str, torch.nn.Module]:
+    """The DiT(s) the run trains, in train mode: ``{"": transformer}``, or with ``expert``
+    (Wan 2.2 A14B) ``"high"`` (``transformer``) and/or ``"low"`` (``transformer_2``)."""
+    if config.expert is None:
+        models = {"": bundle.transformer}
+    else:
+        pair = {"high": bundle.transformer, "low": bundle.transformer_2}
+        models = {k: m for k, m in pair.items() if config.expert in (k, "both")}
+    for model in models.values():
+        model.train()
+    return models
+
+
+def _trainable(
+    models: dict[str, torch.nn.Module], config: TrainConfig
+) -> dict[str, torch.nn.Parameter]:
+    """Attach the LoRA(s) (a LoRA run; else the whole DiT trains) and return the trained
+    parameters by name, prefixed ``high.`` / ``low.`` per expert."""
+    if config.lora_rank:
+        from svi.lora import add_training_lora
+
+        torch.manual_seed(config.seed)  # the LoRAs' random A init (high's, then low's)
+        for model in models.values():
+            model.requires_grad_(False)
+            add_training_lora(model, config.lora_rank, config.lora_alpha or config.lora_rank)
+    return {f"{name}.{k}" if name else k: p for name, model in models.items()
+            for k, p in model.named_parameters() if p.requires_grad}  # fmt: skip
+
+
+def _velocity(bundle: ModelBundle, models: dict[str, torch.nn.Module], device) -> Experts:
+    """The training DiT call; with ``expert`` both A14B experts switched at the boundary
+    (an untrained one frozen, used only by rollouts)."""
+    if "" in models:
+        return Experts(models[""])
+    high = models["high"] if "high" in models else bundle.transformer.to(device)
+    low = models["low"] if "low" in models else bundle.transformer_2.to(device)
+    return Experts(high, low, bundle.boundary)
+
+
+def draw_sigmas(
+    batch: int,
+    gen: torch.Generator,
+    shift: float,
+    config: TrainConfig,
+    step: int,
+    boundary: float | None,
+) -> torch.Tensor:
+    """Training sigmas (B,) from the shifted grid, drawn with ``gen``.
+
+    Without ``expert``: the whole grid. ``"high"``: the grid's sigmas >= ``boundary``,
+    ``"low"``: those below (the shifted distribution conditioned on the expert's range,
+    as Wan 2.2 trains each expert). ``"both"``: the step's expert is drawn with the
+    probability of its range (from ``seed`` and ``step`` alone, so every process picks
+    the same expert and resume is exact), then its range as above - per sample the
+    usual distribution, each batch routed to the expert of its sigmas.
+    """
+    if config.expert is None or boundary is None:
+        return flow.sample_training_sigmas(batch, gen, shift)
+    grid = flow.training_sigmas(shift=shift)
+    n = flow.NUM_TRAIN_TIMESTEPS
+    high = grid * n >= boundary * n  # as Experts.model_for decides
+    expert = config.expert
+    if expert == "both":
+        coin = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        expert = "high" if torch.rand((), generator=coin) < high.float().mean() else "low"
+    allowed = grid[high if expert == "high" else ~high]
+    return allowed[torch.randint(0, allowed.numel(), (batch,), generator=gen)]
+
+
+def _inject(injector, x0, noise, y, sigma, config: TrainConfig):
+    """ERFT's injection; in the anchor-first layout (2.0 Pro) the image-error window
+    skips latent frame 0 - the anchor, encoded clean at generation too - and starts at
+    the motion latents (``image_offset`` then counts from frame 1)."""
+    if config.data.padding != "anchor-first":
+        return injector.inject(x0, noise, y, sigma)
+    inj = injector.inject(x0, noise, y[:, :, 1:], sigma)
+    return replace(inj, y=torch.cat([y[:, :, :1], inj.y], dim=2))
+
+
+def _augment(y: torch.Tensor, config: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """The handcrafted degradations of ``y``; anchor-first: from latent frame 1 on, as
+    ERFT's image errors (:func:`_inject`)."""
+    if config.data.padding != "anchor-first":
+        return augment_y(y, config.augment, gen).y
+    return torch.cat([y[:, :, :1], augment_y(y[:, :, 1:], config.augment, gen).y], dim=2)
 
 
 def _check_dataset(root: Path) -> None:
@@ -392,7 +522,7 @@ def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch)
         return velocity
     with torch.no_grad():
         states = bundle.image_encoder(batch.frames[:, :, 0])  # (B, N, D)
-    return Experts(velocity.high, image_states=states)
+    return replace(velocity, image_states=states)
 
 
 def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):
@@ -591,9 +721,13 @@ def _truncate_logs(out: Path, step: int) -> None:
         write_atomic(path, "".join(kept).encode("utf-8"))
 
 
-def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: TrainConfig) -> Path:
+def _export(
+    out: Path, models: dict[str, Any], ema: EMA | None, bundle: ModelBundle, config: TrainConfig
+) -> Path:
     """Write ``out/final``: the EMA weights (if any) as a world model folder, or for a
-    LoRA run the LoRA alone, in diffusers form and in the original-Wan/ComfyUI form."""
+    LoRA run the LoRA alone, in diffusers form and in the original-Wan/ComfyUI form;
+    per expert (A14B) ``svi_lora_high`` / ``svi_lora_low`` (+ ``_wan``), metadata
+    ``expert`` naming it."""
     if ema is not None:
         ema.copy_to_params()
     final = out / "final"
@@ -604,12 +738,15 @@ def _export(out: Path, model, ema: EMA | None, bundle: ModelBundle, config: Trai
         meta = {"base_preset": bundle.preset.name, "base_model": bundle.source,
                 "rank": config.lora_rank, "alpha": config.lora_alpha or config.lora_rank,
                 "erft": config.erft is not None, "training": config.to_dict()}  # fmt: skip
-        sd = lora_state_dict(model)
-        save_lora(final / "svi_lora.safetensors", sd, form="diffusers", metadata=meta)
-        save_lora(final / "svi_lora_wan.safetensors", sd, form="wan", metadata=meta)
+        for name, model in models.items():
+            stem = f"svi_lora_{name}" if name else "svi_lora"
+            about = {**meta, "expert": name, "boundary": bundle.boundary} if name else meta
+            sd = lora_state_dict(model)
+            save_lora(final / f"{stem}.safetensors", sd, form="diffusers", metadata=about)
+            save_lora(final / f"{stem}_wan.safetensors", sd, form="wan", metadata=about)
     else:
         info: dict[str, Any] = {"training": config.to_dict(), "steps": config.steps}
-        save_world_model(final, model, bundle.preset, info)
+        save_world_model(final, models[""], bundle.preset, info)
     log.info("exported %s", final)
     return final
 

@@ -222,7 +222,7 @@ def _number(value: Any, where: str) -> float:
 class TrainConfig:
     """One training run. Unset model-dependent fields (``preset``, the clip geometry, the
     data's conditioning format) are filled in from the model by
-    :func:`svi.train.resolve_config` before anything loads; the run records those."""
+    :func:`svi.train_setup.resolve_config` before anything loads; the run records those."""
 
     preset: str | None = None  # None: the preset of ``init``'s folder, else "world-tiny"
     init: str | None = None  # start weights: None (random, base training), "embedded", or a dir

@@ -124,10 +124,6 @@ def carried_pixels(handoff: str, motion_frames: int, temporal_factor: int) -> in
     return motion_frames if handoff == "pixel" else 1 + temporal_factor * (motion_frames - 1)
 
 
-def given_by_user(config: GenerationConfig) -> set[str]:
-    return {k for k, v in asdict(config).items() if v is not None}
-
-
 def _settings(config: GenerationConfig, preset) -> dict:
     """The user's settings over the variant's (structural ones always; sampler, negative
     prompt and fps on real Wan models only) - None where neither says."""
@@ -205,7 +201,7 @@ def resolve_plan(
     stitch = s.get("stitch", "tail")
     if stitch not in STITCHES:
         raise SviError(f"unknown stitching {stitch!r}; use 'tail' or 'head'")
-    if "overlap" in given_by_user(config) and stitch != "head":
+    if config.overlap is not None and stitch != "head":
         raise SviError("--overlap applies to head stitching (--variant 2.0-pro, 2.0 on A14B)")
     overlap = s.get("overlap") or carried
     head, tail = (_int("--overlap", overlap, 0, f - 1), 0) if stitch == "head" else (0, carried)

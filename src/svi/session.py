@@ -458,17 +458,16 @@ class GenerateRequest:
 DEFAULT_SECONDS = 32.0
 
 
-def _fit_clip_to_image(pipe: SVIPipeline, image: Path, variant) -> None:
+def _fit_clip_to_image(pipe: SVIPipeline, image_size: tuple[int, int], variant) -> None:
     """A Wan clip takes the start image's aspect (svi.starts.clip_size): a variant's
     width cap (its script's rule; a fixed-size variant keeps the preset's size), else
     the preset's longer side as the cap. The world model's size is fixed."""
     from svi.starts import clip_size
-    from svi.video import read_image
 
     preset = pipe.bundle.preset
     if preset.family != "wan" or (variant is not None and variant.max_width is None):
         return
-    h0, w0 = read_image(image).shape[:2]
+    h0, w0 = image_size
     if variant is not None:
         h, w = clip_size(h0, w0, max_width=variant.max_width)
     else:
@@ -503,6 +502,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     from svi.prompt_stream import read_prompt_stream
     from svi.starts import DEFAULT_WORLD_SEED, image_start, world_start
     from svi.variants import get_variant, variant_clips
+    from svi.video import read_image
 
     if req.prompt is not None and req.prompts is not None:
         raise SviError("give --prompt or --prompts, not both")
@@ -516,12 +516,13 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
         if value is not None and (value < 16 or value % 16):
             raise SviError(f"{side} must be a positive multiple of 16 (Wan's token size), "
                            f"got {value}")  # fmt: skip
+    picture = None if req.image is None else read_image(req.image)  # read once, before weights
     pipe = SVIPipeline.from_pretrained(
         req.model, req.preset, height=req.height, width=req.width, num_frames=req.num_frames
     )
     variant = get_variant(req.config.variant, pipe.bundle.preset) if req.config.variant else None
     if req.image is not None and req.height is None and req.width is None:
-        _fit_clip_to_image(pipe, Path(req.image), variant)
+        _fit_clip_to_image(pipe, picture.shape[:2], variant)
     preset = pipe.bundle.preset
     _load_loras(pipe, req)
     config = replace(req.config, clips=0)
@@ -539,7 +540,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     else:
         raise SviError("give --prompt or --prompts with --image")
     if req.image is not None:
-        start = image_start(req.image, preset, stretch=variant is not None)
+        start = image_start(picture, preset, stretch=variant is not None)
     else:
         start, world_prompts = world_start(
             preset, req.world_kind, req.world_seed or DEFAULT_WORLD_SEED

@@ -7,14 +7,12 @@ A start is ``(frames, prompts)``: ``frames`` (M0, H, W, 3) uint8 at the model's 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from svi.errors import SviError
 from svi.models.presets import ModelPreset
-from svi.video import read_image
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +34,15 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.array(crop.resize((width, height), Image.Resampling.LANCZOS))
 
 
-def image_start(path: Path, preset: ModelPreset, *, stretch: bool = False) -> np.ndarray:
-    """One start frame from any picture file: centre-cropped to the clip's aspect and
-    resized, or - ``stretch``, as the released scripts do - resized to the clip size as
-    it is (bicubic, PIL's default)."""
-    image = read_image(path)
+def image_start(image: np.ndarray, preset: ModelPreset, *, stretch: bool = False) -> np.ndarray:
+    """One start frame from a picture (H, W, 3) uint8 (:func:`svi.video.read_image`):
+    centre-cropped to the clip's aspect and resized, or - ``stretch``, as the released
+    scripts do - resized to the clip size as it is (bicubic, PIL's default)."""
     if stretch:
         if image.shape[:2] == (preset.height, preset.width):
             return image[None]
-        resized = Image.fromarray(image).resize(
-            (preset.width, preset.height), Image.Resampling.BICUBIC
-        )
-        return np.asarray(resized)[None]
+        size = (preset.width, preset.height)
+        return np.array(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))[None]
     return fit_image(image, preset.height, preset.width)[None]
 
 

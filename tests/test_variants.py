@@ -100,8 +100,7 @@ def test_variant_lookup_by_model():
         get_variant("2.0-pro", get_preset(WAN21))
     with pytest.raises(SviError, match=r"released for wan2\.1"):
         get_variant("shot", get_preset(A14B))
-    with pytest.raises(SviError, match="needs audio conditioning"):
-        get_variant("talk", get_preset(WAN21))
+    assert get_variant("talk", get_preset(WAN21)).condition == "audio"  # driven by --audio
 
 
 # -- plans -----------------------------------------------------------------------------

@@ -199,8 +199,30 @@ def generate(
     seed: int | None = typer.Option(None, help="Base seed (default 0); clip k: seed + 42 k."),
     seed_stride: int | None = typer.Option(None, help="Clip k's seed: seed + k * this (42)."),
     fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),
-    world_kind: str = typer.Option("consistent", help="World scene kind of the default start."),
+    world_kind: str | None = typer.Option(
+        None,
+        help="World scene kind of the default start (consistent; with --audio "
+        "talking, with --pose dancing).",
+    ),
     world_seed: int | None = typer.Option(None, help="World scene seed of the default start."),
+    audio: Path | None = typer.Option(
+        None,
+        dir_okay=False,
+        help="SVI-Talk: driving wav (any rate / channels); the video "
+        "follows its length. Embedded model: the shipped talk adapter unless --lora.",
+    ),
+    audio_cfg: float | None = typer.Option(
+        None, help="Audio guidance (an extra pass when != 1; the released Talk uses 5)."
+    ),
+    audio_encoder: Path | None = typer.Option(
+        None, file_okay=False, help="wav2vec2 folder for --audio on Wan models."
+    ),
+    pose: Path | None = typer.Option(
+        None,
+        dir_okay=False,
+        help="SVI-Dance: driving pose video, one pose frame per frame; "
+        "fitted to the clip size. Embedded model: the shipped dance adapter unless --lora.",
+    ),
     clips_dir: Path | None = typer.Option(None, help="Also write every clip as its own mp4."),
     lossless: bool = typer.Option(False, help="Lossless video (crf 0, yuv444p): exact frames."),
     resume: bool = typer.Option(False, help="Continue an interrupted run of the same command."),
@@ -417,6 +439,51 @@ def bench_video(
 
     report = analyse_video(file, stride=stride, grid=grid, features=features)
     typer.echo(json.dumps(report, indent=1) if json_out else text_table(report))
+
+
+@bench_app.command("driven")
+def bench_driven(
+    condition: str = typer.Option(..., help="audio (SVI-Talk, talking scenes) | pose (Dance)."),
+    lora: list[str] = typer.Option(
+        [], help="NAME=PATH[:SCALE] conditional adapter (embedded: talk, dance); repeatable."
+    ),
+    contenders: Path | None = typer.Option(None, help="TOML file of contenders (as drift)."),
+    model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
+    split: str = typer.Option("test", help="test (published figures) | val (tuning)."),
+    scenes: int = typer.Option(32, help="Held-out scenes (32+ on test for published figures)."),
+    clips: int = typer.Option(10, help="Clips per rollout."),
+    seed_offset: int = typer.Option(0, help="First world seed searched for the split's scenes."),
+    jobs: int = typer.Option(1, help="Worker processes (threads are split between them)."),
+    cache: Path = typer.Option(Path("runs/driven-cache"), help="Per-scene video cache dir."),
+    out: Path | None = typer.Option(
+        None, help="Output stem (.json .md .png); default svi-bench/driven-CONDITION-SPLIT."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Driven generation (audio / pose) per clip: lip sync or pose error, PSNR, SSIM."""
+    from svi.bench.drift import benchmark_config, load_contenders, parse_lora_option
+    from svi.bench.driven import command_line, markdown, run_driven, write_report
+    from svi.world import split_seeds
+
+    if condition not in ("audio", "pose"):
+        raise SviError(f"--condition must be audio or pose, got {condition!r}")
+    if split not in ("val", "test"):
+        raise SviError(f"--split must be 'val' (tuning) or 'test' (published), got {split!r}")
+    if scenes < 1 or clips < 1 or jobs < 1 or seed_offset < 0:
+        raise SviError("--scenes, --clips and --jobs must be >= 1, --seed-offset >= 0")
+    entries = load_contenders(contenders) if contenders else []
+    entries += [parse_lora_option(item) for item in lora]
+    out = out or Path("svi-bench") / f"driven-{condition}-{split}"
+    command = command_line(condition=condition, model=model, lora=lora, contenders=contenders,
+                           split=split, scenes=scenes, clips=clips, seed_offset=seed_offset or None,
+                           jobs=jobs, cache=cache, out=out, no_progress=not progress)  # fmt: skip
+    config = benchmark_config()
+    run = run_driven(model, entries, split_seeds(split, scenes, seed_offset), clips,
+                     condition=condition, split=split, config=config, cache_dir=cache, jobs=jobs,
+                     progress=progress)  # fmt: skip
+    report = write_report(run, config, out, command)
+    typer.echo(markdown(report))
+    typer.echo(f"written: {out.with_suffix('.json')}, .md, .png")
 
 
 def _preset_names() -> list[str]:

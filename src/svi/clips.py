@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ class ClipBatch:
     frames: torch.Tensor  # (B, 3, F, H, W) in [-1, 1]
     anchors: torch.Tensor  # (B, 3, H, W) in [-1, 1], a frame from outside the window
     prompts: list[str]
+    # SVI-Talk / SVI-Dance: the window's audio (LatentAudio, batch B) or pose input
+    # (B, 3, F + tf - 1, H, W); None without a condition
+    condition: Any = None
 
 
 class WorldClips:
@@ -44,8 +48,12 @@ class WorldClips:
         size: int,
         seed: int = 0,
         show_progress: bool = True,
+        condition: str | None = None,
+        temporal_factor: int = 1,
     ) -> None:
+        from svi.conditions.audio import audio_features
         from svi.world import WorldConfig, render_episode, split_seeds
+        from svi.world.config import SAMPLE_RATE
 
         if episode_frames < num_frames + 1:
             raise SviError(f"episodes of {episode_frames} frames cannot hold {num_frames}+1")
@@ -55,12 +63,19 @@ class WorldClips:
         seeds = split_seeds("train", pool_size, start=seed * pool_size)
         self.frames = np.empty((pool_size, episode_frames, size, size, 3), np.uint8)
         self.prompts: list[list[str]] = []
+        self.condition, self.temporal_factor = condition, temporal_factor
+        self.streams: list[torch.Tensor | np.ndarray] = []  # per episode: audio / pose stream
         with Progress(disable=not show_progress, transient=True) as bar:
             task = bar.add_task("rendering world pool", total=pool_size)
             for i, s in enumerate(seeds):
                 ep = render_episode(kinds[i % len(kinds)], s, episode_frames, config)
                 self.frames[i] = ep.frames
                 self.prompts.append(list(ep.prompts))
+                if condition == "audio":
+                    self.streams.append(audio_features(ep.audio, SAMPLE_RATE, config.fps,
+                                                       num_frames=episode_frames))  # fmt: skip
+                elif condition == "pose":
+                    self.streams.append(ep.pose_frames)
                 bar.advance(task)
         log.info("world pool: %d episodes x %d frames of %s", pool_size, episode_frames, kinds)
 
@@ -78,7 +93,22 @@ class WorldClips:
             ps = self.prompts[e]
             prompts.append(ps[min((s + motion_frames) // self.clip_frames, len(ps) - 1)])
         video = to_signed(clips).movedim(1, 2)  # (B, F, 3, H, W) -> (B, 3, F, H, W)
-        return ClipBatch(frames=video, anchors=to_signed(anchors), prompts=prompts)
+        condition = self._condition(eps, starts) if self.condition else None
+        return ClipBatch(video, to_signed(anchors), prompts, condition)
+
+    def _condition(self, eps: np.ndarray, starts: np.ndarray):
+        """The windows' audio (frames s - 2 .. s + F + 1 of the episode's stream, clamped
+        to the episode, as a clip at s of a generation reads) or pose input."""
+        from svi.conditions.pose import pose_input
+        from svi.conditions.windows import LatentAudio, frame_windows, latent_audio_windows
+
+        f, tf = self.num_frames, self.temporal_factor
+        pairs = zip(eps, starts, strict=True)
+        if self.condition == "pose":
+            return torch.cat([pose_input(self.streams[e][s : s + f], tf) for e, s in pairs])
+        parts = [latent_audio_windows(frame_windows(self.streams[e], int(s), f), tf)
+                 for e, s in pairs]  # fmt: skip
+        return LatentAudio(torch.cat([p.first for p in parts]), torch.cat([p.later for p in parts]))
 
 
 class FolderClips:

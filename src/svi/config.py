@@ -60,6 +60,10 @@ class DataConfig:
     text_dropout: float = 0.1  # empty prompt with this probability (for CFG)
     random_crop: bool = False  # dataset folders: a random crop of the clip's aspect per sample
     crop_min_scale: float = 0.8  # random_crop: crop side in [this, 1] x the largest crop
+    # SVI-Talk / SVI-Dance: train the audio modules / pose encoder with the LoRA; the
+    # condition of a sample is dropped (zeros, the null condition) with condition_dropout.
+    condition: str | None = None  # audio | pose (world kinds talking | dancing)
+    condition_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.kinds:
@@ -68,7 +72,9 @@ class DataConfig:
             _positive_int(getattr(self, name), f"data.{name}")
         if self.motion_frames is not None:
             _positive_int(self.motion_frames, "data.motion_frames")
-        for name in ("p_single_frame", "text_dropout"):
+        if self.condition is not None and self.condition not in ("audio", "pose"):
+            raise SviError(f"data.condition must be audio or pose, got {self.condition!r}")
+        for name in ("p_single_frame", "text_dropout", "condition_dropout"):
             _probability(getattr(self, name), f"data.{name}")
         if self.padding is not None and self.padding not in PADDINGS:
             raise SviError(

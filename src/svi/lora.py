@@ -705,6 +705,7 @@ def save_lora(
     *,
     form: Literal["diffusers", "wan"] = "diffusers",
     metadata: Mapping[str, object] | None = None,
+    extras: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a LoRA (any supported input form) as safetensors in ``form``.
 
@@ -713,6 +714,8 @@ def save_lora(
     gets the scale right. ``wan``: ``diffusion_model.<wan module>.lora_A/B.weight`` plus
     ``.alpha`` scalars (ComfyUI / diffusers' Wan converter honour them). ``metadata``
     values are stored JSON-encoded in the header (read back by :func:`read_lora_metadata`).
+    ``extras``: plain weights of extra modules (a conditional adapter's pose encoder or
+    audio modules), stored under their own names in either form, as released files do.
     """
     from safetensors.torch import save_file
 
@@ -734,6 +737,10 @@ def save_lora(
             tensors[f"{name}.alpha"] = torch.tensor(_snap(e.scale * e.rank), dtype=torch.float32)
     else:
         raise SviError(f"unknown LoRA form {form!r}; use 'diffusers' or 'wan'")
+    for key, value in (extras or {}).items():
+        if _extra_path(key) != key:
+            raise SviError(f"{key!r} is not the name of an extra module's weight")
+        tensors[key] = value
     for key, value in (metadata or {}).items():
         if key in _RESERVED_META:
             raise SviError(f"LoRA metadata key {key!r} is reserved")

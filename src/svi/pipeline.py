@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from svi.models.bundle import ModelBundle, load_bundle
 from svi.pixels import to_signed, to_uint8
 from svi.plan import GenerationConfig, GenerationPlan, resolve_plan
 from svi.sampling import clip_noise, sample_latents
+
+if TYPE_CHECKING:
+    from svi.conditions.drive import Drive
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +123,19 @@ class SVIPipeline:
         :meth:`expert_dit`) at strength ``scale``; the entry is kept in ``self.loras``.
         On the embedded model a short name picks a shipped LoRA: ``"clean"`` (the
         clean-data baseline of the default ``"svi"`` ERFT LoRA)."""
+        from svi.conditions.adapters import attach_for_file
         from svi.lora import apply_lora, lora_fingerprint, read_lora_metadata
 
         if not Path(path).exists():  # a short name of a LoRA shipped with the model
             path = self.bundle.bundled_lora(str(path)) or path
         dit = self.expert_dit(expert)  # a missing expert fails before anything is merged
         _warn_other_expert(path, expert)
+        condition = attach_for_file(dit, path, self.bundle.codec, self.bundle.preset.family)
         report = apply_lora(dit, path, scale=scale, merge=True)
         entry = {"path": str(path), "expert": expert, "scale": scale,
                  "sha256": lora_fingerprint(path), "modules": report.n_modules}  # fmt: skip
+        if condition is not None:
+            entry["condition"] = condition
         training = read_lora_metadata(path).get("training")
         if isinstance(training, dict) and isinstance(training.get("data"), dict):
             entry["padding"] = training["data"].get("padding")  # the format it was trained on
@@ -170,12 +178,14 @@ class SVIPipeline:
         first_clip: int = 0,
         carry: Carry | None = None,
         on_step: Callable[[int], None] | None = None,
+        drive: Drive | None = None,
     ) -> Iterator[Clip]:
         """Yield clips ``first_clip, first_clip + 1, ...`` (``clips`` in all; 0 = forever).
 
         ``start`` (M0, H, W, 3) uint8 holds the start frames; ``start[0]`` is the anchor.
         ``config`` is resolved by :meth:`plan` unless it already is a plan. To resume,
-        pass the ``carry`` of clip ``first_clip - 1``.
+        pass the ``carry`` of clip ``first_clip - 1``. ``drive`` (audio or pose stream,
+        :mod:`svi.conditions.drive`) conditions clip k on its part of the stream.
         """
         if not prompts:
             raise SviError("at least one prompt is needed")
@@ -192,8 +202,12 @@ class SVIPipeline:
             y = self._conditioning(carry, anchor, plan)
             noise = clip_noise((1, *b.latent_shape), plan.clip_seed(k))
             first_motion = to_signed(carry.frames[0])[None]  # CLIP input of Wan 2.1 only
-            latents = sample_latents(b.experts_for(first_motion), noise, y, text, neg,
-                                     steps=plan.steps, shift=plan.shift, cfg=plan.cfg,
+            experts = b.experts_for(first_motion)
+            if drive is not None:  # clip k's part of the audio / pose stream
+                experts = replace(experts, drive=drive.clip(k, plan.num_frames, m))
+            latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
+                                     shift=plan.shift, cfg=plan.cfg,
+                                     cond_cfg=drive.guidance if drive else 1.0,
                                      on_step=on_step)  # fmt: skip
             decoded = b.codec.decode(latents)
             if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
@@ -237,10 +251,11 @@ def rollout(
     start: np.ndarray,
     prompts: list[str],
     config: GenerationConfig | GenerationPlan,
+    drive: Drive | None = None,
 ) -> tuple[np.ndarray, list[Clip]]:
     """N clips without a writer (for benchmarks): the stitched video and per-clip info."""
     parts, clips = [], []
-    for clip in pipe.generate(start, prompts, config):
+    for clip in pipe.generate(start, prompts, config, drive=drive):
         parts.append(clip.new_frames)
         clips.append(clip)
     if clips:

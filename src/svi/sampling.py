@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,6 +31,7 @@ class Experts:
     low: torch.nn.Module | None = None
     boundary: float | None = None
     image_states: Tensor | None = None
+    drive: Any = None  # svi.conditions.drive.ClipDrive: this clip's audio / pose condition
 
     def model_for(self, sigma: Tensor) -> torch.nn.Module:
         """The expert for the batch's ``sigma`` (B,): ``low`` below the boundary, else ``high``."""
@@ -38,8 +40,19 @@ class Experts:
             return self.low
         return self.high
 
-    def __call__(self, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor) -> Tensor:
+    def __call__(
+        self, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor, keep: Tensor | None = None
+    ) -> Tensor:
+        """The velocity; with a ``drive``, rows where ``keep`` (B,) is False get the null
+        condition (all rows conditioned when ``keep`` is None)."""
         model = self.model_for(sigma)
+        if self.drive is None:
+            return self._call(model, x, sigma, y, text)
+        rows = torch.ones(x.shape[0], dtype=torch.bool) if keep is None else keep
+        with self.drive.applied(model, rows):
+            return self._call(model, x, sigma, y, text)
+
+    def _call(self, model: torch.nn.Module, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor):
         param = next(model.parameters())
         inp = torch.cat([x, y], dim=1).to(param.dtype)  # (B, 2C + 4, f, h, w)
         extra = {}
@@ -56,12 +69,31 @@ class Experts:
 
 
 def guided_velocity(
-    velocity: VelocityFn, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor, neg: Tensor, cfg: float
+    velocity: VelocityFn,
+    x: Tensor,
+    sigma: Tensor,
+    y: Tensor,
+    text: Tensor,
+    neg: Tensor,
+    cfg: float,
+    cond_cfg: float = 1.0,
 ) -> Tensor:
-    """CFG on text: one batched call for both branches (``y`` identical in both)."""
+    """CFG on text: one batched call for both branches (``y`` identical in both).
+
+    With ``cond_cfg`` != 1 (SVI-Talk's audio guidance) three branches in one call -
+    conditioned ``c``, text dropped ``dt`` (audio kept), neither ``u`` - combined as
+    ``u + cfg (c - dt) + cond_cfg (dt - u)`` (MultiTalk's rule); ``velocity`` must take
+    ``keep`` (an :class:`Experts` with a drive).
+    """
+    b = x.shape[0]
+    if cond_cfg != 1.0:
+        keep = torch.tensor([True] * (2 * b) + [False] * b)
+        v = velocity(torch.cat([x, x, x]), torch.cat([sigma, sigma, sigma]),
+                     torch.cat([y, y, y]), torch.cat([text, neg, neg]), keep=keep)  # fmt: skip
+        v_c, v_dt, v_u = v[:b], v[b : 2 * b], v[2 * b :]
+        return v_u + cfg * (v_c - v_dt) + cond_cfg * (v_dt - v_u)
     if cfg == 1.0:
         return velocity(x, sigma, y, text)
-    b = x.shape[0]
     v = velocity(
         torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([y, y]), torch.cat([text, neg])
     )
@@ -78,10 +110,12 @@ def sample_latents(
     steps: int,
     shift: float,
     cfg: float = 1.0,
+    cond_cfg: float = 1.0,
     on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Integrate ``noise`` (B, C, f, h, w) to clean latents with ``steps`` Euler steps."""
-    if cfg != 1.0 and neg is None:
+    """Integrate ``noise`` (B, C, f, h, w) to clean latents with ``steps`` Euler steps
+    (``cond_cfg``: the drive's guidance, :func:`guided_velocity`)."""
+    if (cfg != 1.0 or cond_cfg != 1.0) and neg is None:
         raise ValueError("cfg != 1 needs negative text states")
     sigmas = flow.inference_sigmas(steps, shift).to(noise.device)
     x = noise
@@ -89,7 +123,8 @@ def sample_latents(
     with torch.no_grad():
         for i in range(steps):
             sigma = sigmas[i].expand(b)
-            v = guided_velocity(velocity, x, sigma, y, text, neg if neg is not None else text, cfg)
+            v = guided_velocity(velocity, x, sigma, y, text, neg if neg is not None else text,
+                                cfg, cond_cfg)  # fmt: skip
             x = flow.euler_step(x, v, sigmas[i], sigmas[i + 1])
             if on_step is not None:
                 on_step(i)

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from svi.interrupts import Interrupted
 from svi.pipeline import Carry, SVIPipeline
 from svi.plan import GenerationConfig, GenerationPlan
 from svi.video import VideoWriter, write_video
+
+if TYPE_CHECKING:
+    from svi.conditions.drive import Drive
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +142,15 @@ def _sha256(array: np.ndarray) -> str:
 
 
 def describe_inputs(
-    pipe: SVIPipeline, start: np.ndarray, prompts: list[str], plan: GenerationPlan
+    pipe: SVIPipeline,
+    start: np.ndarray,
+    prompts: list[str],
+    plan: GenerationPlan,
+    drive: Drive | None = None,
 ) -> dict[str, Any]:
     from svi.fingerprint import fingerprint_model
 
+    extra = {} if drive is None else {"drive": drive.describe()}  # absent: keys unchanged
     return {
         "model": pipe.bundle.source,
         "model_fingerprint": fingerprint_model(pipe.bundle.source),
@@ -152,6 +160,7 @@ def describe_inputs(
         "start_shape": list(start.shape),
         **_prompt_table(prompts),
         "plan": plan.to_dict(),
+        **extra,
     }
 
 
@@ -220,15 +229,18 @@ def generate_to_file(
     overwrite: bool = False,
     clips_dir: Path | None = None,
     progress: bool = True,
+    drive: Drive | None = None,
 ) -> dict[str, Any]:
     """Generate ``plan.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest.
 
     ``config`` is resolved to a plan (:meth:`SVIPipeline.plan`) before any file is touched.
+    ``drive``: the audio / pose stream of a conditional adapter (recorded in the manifest;
+    clip k's part of it depends on k alone, so a resume reads the same stream position).
     """
     out = Path(out)
     plan = config if isinstance(config, GenerationPlan) else pipe.plan(config, prompts, fps)
     fps = plan.fps
-    inputs = describe_inputs(pipe, start, prompts, plan)
+    inputs = describe_inputs(pipe, start, prompts, plan, drive)
     video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
     manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite)
     if writer is None:  # --resume of a finished run
@@ -239,7 +251,7 @@ def generate_to_file(
     try:
         with _bars(progress, plan, first) as (bar, on_step):
             clips = pipe.generate(start, prompts, plan, first_clip=first, carry=carry,
-                                  on_step=on_step)  # fmt: skip
+                                  on_step=on_step, drive=drive)  # fmt: skip
             for clip in clips:
                 with _defer_interrupt():  # a clip's bookkeeping is all or nothing
                     writer.write(clip.new_frames)
@@ -446,8 +458,12 @@ class GenerateRequest:
     width: int | None = None
     num_frames: int | None = None
     fps: int | None = None
-    world_kind: str = "consistent"
+    world_kind: str | None = None  # default: consistent; talking / dancing with audio / pose
     world_seed: int | None = None
+    audio: Path | None = None  # SVI-Talk: the driving wav
+    audio_cfg: float | None = None  # audio guidance (default 1: no audio CFG pass)
+    audio_encoder: Path | None = None  # wav2vec2 folder (Wan); world: log-mel features
+    pose: Path | None = None  # SVI-Dance: the driving pose video
     clips_dir: Path | None = None
     lossless: bool = False
     resume: bool = False
@@ -487,9 +503,16 @@ def _load_loras(pipe: SVIPipeline, req: GenerateRequest) -> None:
                                   ("low", req.lora_low, req.lora_low_scale)):  # fmt: skip
         for i, path in enumerate(paths):
             pipe.load_lora(path, scales[i] if i < len(scales) else 1.0, expert=expert)
-    default_lora = pipe.bundle.default_lora
-    if not (req.lora or req.lora_low or req.no_lora) and default_lora is not None:
-        pipe.load_lora(default_lora)
+    if req.lora or req.lora_low or req.no_lora:
+        return
+    if req.audio is not None or req.pose is not None:  # the shipped Talk / Dance adapter
+        name = "talk" if req.audio is not None else "dance"
+        if pipe.bundle.bundled_lora(name) is None:
+            raise SviError(f"no {name} adapter ships with {pipe.bundle.preset.name}; give the "
+                           "conditional adapter with --lora")  # fmt: skip
+        pipe.load_lora(name)
+    elif pipe.bundle.default_lora is not None:
+        pipe.load_lora(pipe.bundle.default_lora)
 
 
 def run_generate(req: GenerateRequest) -> dict[str, Any]:
@@ -508,6 +531,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
         raise SviError("give --prompt or --prompts, not both")
     if req.image is not None and not Path(req.image).is_file():
         raise SviError(f"image {req.image} does not exist")
+    _check_drive_request(req)
     if len(req.lora_scale) > len(req.lora):
         raise SviError("more --lora-scale values than --lora files")
     if len(req.lora_low_scale) > len(req.lora_low):
@@ -542,20 +566,74 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     if req.image is not None:
         start = image_start(picture, preset, stretch=variant is not None)
     else:
+        kind = req.world_kind or ("talking" if req.audio else "dancing" if req.pose else None)
         start, world_prompts = world_start(
-            preset, req.world_kind, req.world_seed or DEFAULT_WORLD_SEED
+            preset, kind or "consistent", req.world_seed or DEFAULT_WORLD_SEED
         )
         prompts = prompts or world_prompts
     plan = pipe.plan(config, prompts, req.fps)
+    drive = _read_drive(req, pipe, plan, variant)
     n_prompts = 1 if plan.first_prompt_only else len(prompts) * plan.prompt_repeat
-    n = clips_for_length(
-        clips=req.clips, seconds=req.seconds, frames=req.frames, forever=req.forever,
-        fps=plan.fps, num_frames=plan.num_frames, new_frames=plan.new_frames,
-        n_prompts=n_prompts, default_seconds=DEFAULT_SECONDS,
-        default_clips=variant_clips(plan, n_prompts),
-    )  # fmt: skip
+    given = req.clips is not None or req.seconds or req.frames or req.forever
+    if drive is not None and not given:  # the video follows the audio / pose stream
+        n = drive.default_clips(plan.num_frames, plan.motion_frames)
+    else:
+        n = clips_for_length(
+            clips=req.clips, seconds=req.seconds, frames=req.frames, forever=req.forever,
+            fps=plan.fps, num_frames=plan.num_frames, new_frames=plan.new_frames,
+            n_prompts=n_prompts, default_seconds=DEFAULT_SECONDS,
+            default_clips=variant_clips(plan, n_prompts),
+        )  # fmt: skip
+    if drive is not None:
+        drive.check_clips(n, plan.num_frames, plan.motion_frames)
     plan = pipe.plan(replace(config, clips=n), prompts, req.fps)
     return generate_to_file(
         pipe, start, prompts, plan, Path(req.out), lossless=req.lossless, resume=req.resume,
-        overwrite=req.overwrite, clips_dir=req.clips_dir, progress=req.progress,
+        overwrite=req.overwrite, clips_dir=req.clips_dir, progress=req.progress, drive=drive,
     )  # fmt: skip
+
+
+def _check_drive_request(req: GenerateRequest) -> None:
+    """Audio / pose inputs are files and not both (before any weight loads)."""
+    if req.audio is not None and req.pose is not None:
+        raise SviError("give --audio or --pose, not both")
+    for flag, path in (("--audio", req.audio), ("--pose", req.pose),
+                       ("--audio-encoder", req.audio_encoder)):  # fmt: skip
+        if path is not None and not Path(path).exists():
+            raise SviError(f"{flag} {path} does not exist")
+    if req.audio is None and (req.audio_cfg is not None or req.audio_encoder is not None):
+        raise SviError("--audio-cfg and --audio-encoder need --audio")
+
+
+def _read_drive(req: GenerateRequest, pipe: SVIPipeline, plan: GenerationPlan, variant=None):
+    """The audio / pose stream of the request at the plan's frame rate and clip size,
+    checked against the loaded adapter and the variant (None without --audio / --pose).
+    Audio guidance: ``--audio-cfg``, else the variant's on Wan (Talk: 5), else 1."""
+    from svi.conditions.drive import check_model_drive, read_audio_drive, read_pose_drive
+
+    b = pipe.bundle
+    if variant is not None and variant.condition is not None:
+        given = "audio" if req.audio is not None else "pose" if req.pose is not None else None
+        if given != variant.condition:
+            raise SviError(f"--variant {variant.name} is driven by --{variant.condition}")
+    tf = b.codec.temporal_factor
+    drive = None
+    if req.audio is not None:
+        encoder = None
+        if req.audio_encoder is not None:
+            from svi.conditions.wav2vec import Wav2Vec2Features
+
+            encoder = Wav2Vec2Features.from_folder(req.audio_encoder)
+        elif b.preset.family != "world":
+            raise SviError("--audio on a Wan model needs --audio-encoder (a local wav2vec2 "
+                           "folder, e.g. chinese-wav2vec2-base)")  # fmt: skip
+        guidance = 1.0 if variant is None or b.preset.family == "world" else variant.audio_cfg
+        guidance = guidance if req.audio_cfg is None else req.audio_cfg
+        drive = read_audio_drive(req.audio, fps=plan.fps, temporal_factor=tf,
+                                 guidance=guidance, encoder=encoder)  # fmt: skip
+    elif req.pose is not None:
+        drive = read_pose_drive(req.pose, height=b.preset.height, width=b.preset.width,
+                                temporal_factor=tf)  # fmt: skip
+    for dit in filter(None, (b.transformer, b.transformer_2)):
+        check_model_drive(dit, drive)
+    return drive

@@ -86,7 +86,8 @@ def make_clips(
     d = config.data
     if d.source == "world":
         return WorldClips(d.kinds, d.pool_size, d.episode_frames, preset.num_frames,
-                          preset.height, seed=config.seed, show_progress=progress)  # fmt: skip
+                          preset.height, seed=config.seed, show_progress=progress,
+                          condition=d.condition)  # fmt: skip
     crop = d.crop_min_scale if d.random_crop else None
     return FolderClips(Path(d.source), preset.num_frames, preset.height, preset.width,
                        random_crop=crop)  # fmt: skip
@@ -167,7 +168,7 @@ def _train(
     bundle = make_bundle(config)
     preset = bundle.preset
     models = _trained_models(bundle, config)  # {"": the DiT} or {"high"/"low": expert}
-    named = _trainable(models, config)
+    named = _trainable(models, config, bundle)
     opt = torch.optim.AdamW(
         named.values(), lr=config.optim.lr, betas=config.optim.betas,
         weight_decay=config.optim.weight_decay,
@@ -211,7 +212,9 @@ def _train(
             else:  # ERFT: errors in noise, latent and y; target eps~ - x0 (clean x0)
                 inj = _inject(injector, x0, noise, y, sigma, config)
                 x_t, target, y = flow.interpolate(inj.x0_in, inj.noise, sigma), inj.target, inj.y
-            v = _with_image_tokens(velocity, bundle, batch)(x_t, sigma, y, text)
+            v = _driven(_with_image_tokens(velocity, bundle, batch), batch, config, gen)(
+                x_t, sigma, y, text
+            )
             loss = _loss(v, target, sigma, config)
             if injector is not None:  # one-step errors -> replay memory (no extra forward)
                 errors = injector.errors(inj, x_t, sigma, v.detach())
@@ -268,10 +271,11 @@ def _trained_models(bundle: ModelBundle, config: TrainConfig) -> dict[str, torch
 
 
 def _trainable(
-    models: dict[str, torch.nn.Module], config: TrainConfig
+    models: dict[str, torch.nn.Module], config: TrainConfig, bundle: ModelBundle
 ) -> dict[str, torch.nn.Parameter]:
-    """Attach the LoRA(s) (a LoRA run; else the whole DiT trains) and return the trained
-    parameters by name, prefixed ``high.`` / ``low.`` per expert."""
+    """Attach the LoRA(s) (a LoRA run; else the whole DiT trains) and the condition
+    modules (SVI-Talk / SVI-Dance, trained whole) and return the trained parameters by
+    name, prefixed ``high.`` / ``low.`` per expert."""
     if config.lora_rank:
         from svi.lora import add_training_lora
 
@@ -279,6 +283,13 @@ def _trainable(
         for model in models.values():
             model.requires_grad_(False)
             add_training_lora(model, config.lora_rank, config.lora_alpha or config.lora_rank)
+            if config.data.condition is not None:  # after the LoRA: peft leaves them whole
+                from svi.conditions.adapters import attach_condition, condition_parameters
+
+                attach_condition(model, config.data.condition, bundle.codec,
+                                 bundle.preset.family)  # fmt: skip
+                for _, param in condition_parameters(model):
+                    param.requires_grad_(True)
     return {f"{name}.{k}" if name else k: p for name, model in models.items()
             for k, p in model.named_parameters() if p.requires_grad}  # fmt: skip
 
@@ -355,6 +366,20 @@ def _harvest(injector, velocity, bundle, batch, x0, y, text, step: int, gen) -> 
                           neg, steps=cfg.rollout_steps, shift=preset.shift, cfg=preset.cfg,
                           generator=gen)  # fmt: skip
     injector.image_bank.add(error, torch.zeros(1))
+
+
+def _driven(velocity: Experts, batch: ClipBatch, config: TrainConfig, gen) -> Experts:
+    """The call with the batch's audio / pose (SVI-Talk / SVI-Dance); each sample's
+    condition is dropped (the zeros of the null condition) with ``condition_dropout``."""
+    kind = config.data.condition
+    if kind is None:
+        return velocity
+    from functools import partial
+
+    from svi.conditions.drive import ClipDrive
+
+    keep = torch.rand(len(batch.prompts), generator=gen) >= config.data.condition_dropout
+    return partial(replace(velocity, drive=ClipDrive(kind, batch.condition)), keep=keep)
 
 
 def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch) -> Experts:
@@ -573,6 +598,7 @@ def _export(
         ema.copy_to_params()
     final = out / "final"
     if config.lora_rank:
+        from svi.conditions.adapters import condition_config, condition_state_dict
         from svi.lora import lora_state_dict, save_lora
 
         final.mkdir(parents=True, exist_ok=True)
@@ -582,9 +608,12 @@ def _export(
         for name, model in models.items():
             stem = f"svi_lora_{name}" if name else "svi_lora"
             about = {**meta, "expert": name, "boundary": bundle.boundary} if name else meta
-            sd = lora_state_dict(model)
-            save_lora(final / f"{stem}.safetensors", sd, form="diffusers", metadata=about)
-            save_lora(final / f"{stem}_wan.safetensors", sd, form="wan", metadata=about)
+            sd, extras = lora_state_dict(model), condition_state_dict(model)
+            if extras:  # a conditional adapter: its modules' weights and shapes go along
+                about = {**about, "condition": condition_config(model)}
+            for form, suffix in (("diffusers", ""), ("wan", "_wan")):
+                save_lora(final / f"{stem}{suffix}.safetensors", sd, form=form, metadata=about,
+                          extras=extras)  # fmt: skip
     else:
         info: dict[str, Any] = {"training": config.to_dict(), "steps": config.steps}
         save_world_model(final, models[""], bundle.preset, info)

@@ -67,6 +67,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if config.erft is not None:
         _check_replay_memory(config.erft, preset.codec, h, w, f)
     _check_expert(config, preset)
+    _check_condition(config)
     data = replace(d, motion_frames=m, padding=d.padding or preset.padding,
                    mask=d.mask or preset.mask)  # fmt: skip
     if data.padding == "anchor-first":
@@ -123,6 +124,30 @@ def _clip_geometry(config: TrainConfig, preset: ModelPreset) -> tuple[int, int, 
     if f < 5 or (f - 1) % 4:
         raise SviError(f"num_frames must be 4k + 1 (5, 9, ..., 81) for the Wan VAE, got {f}")
     return h, w, f
+
+
+_CONDITION_KIND = {"audio": "talking", "pose": "dancing"}  # world kind driven by each
+
+
+def _check_condition(config: TrainConfig) -> None:
+    """A conditional run (SVI-Talk / SVI-Dance) trains on the world's talking or dancing
+    episodes, whose audio / pose streams come with them."""
+    kind = config.data.condition
+    if kind is None:
+        return
+    if config.data.source != "world":
+        raise SviError(f"data.condition = {kind!r} trains on the procedural world's "
+                       f"{_CONDITION_KIND[kind]} episodes; dataset folders are not read with "
+                       "a condition yet")  # fmt: skip
+    if set(config.data.kinds) != {_CONDITION_KIND[kind]}:
+        raise SviError(f"data.condition = {kind!r} needs data.kinds = "
+                       f"[\"{_CONDITION_KIND[kind]}\"], got {list(config.data.kinds)}")  # fmt: skip
+    if config.expert is not None:
+        raise SviError("a condition with --expert (Wan 2.2 A14B) is not supported")
+    if config.erft is not None and config.erft.image_errors == "rollout":
+        raise SviError("erft.image_errors = 'rollout' is not supported with a condition")
+    if not config.lora_rank:
+        raise SviError("a condition is trained with a LoRA (set lora_rank)")
 
 
 def _check_expert(config: TrainConfig, preset: ModelPreset) -> None:

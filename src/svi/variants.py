@@ -64,6 +64,7 @@ class Variant:
     max_width: int | None = 832  # keep the image's aspect, width capped (None: fixed size)
     models: tuple[str, ...] = ("wan2.1",)  # model prefixes it was released for
     condition: str | None = None  # "audio" | "pose": needs the conditional modules
+    audio_cfg: float = 1.0  # audio guidance (Wan only; the world model's is its own)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +98,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("talk", "audio-driven talking head (needs the audio modules)",
                 "test_svi_talk.py + scripts/test/svi_talk.sh", motion_frames=1,
                 padding="anchor", cfg=2.0, fps=25, max_width=640, default_clips=50,
-                cap_clips=False, condition="audio"),
+                cap_clips=False, condition="audio", audio_cfg=5.0),
         Variant("dance", "skeleton-driven dancing (needs the pose encoder)",
                 "test_svi_dance.py + scripts/test/svi_dance.sh", motion_frames=1,
                 padding="anchor", cfg=2.0, fps=25, max_width=640, cap_clips=False,
@@ -117,9 +118,6 @@ def get_variant(name: str, preset) -> Variant:
         known = ", ".join(n for n in VARIANTS if n != "2.0-a14b")
         raise SviError(f"unknown variant {name!r}; known: {known}")
     variant = VARIANTS[name]
-    if variant.condition is not None:
-        raise SviError(f"variant {name} needs {variant.condition} conditioning, which this "
-                       "version of svi cannot run yet")  # fmt: skip
     if preset.family == "wan" and not any(preset.name.startswith(m) for m in variant.models):
         raise SviError(f"variant {name} was released for {', '.join(variant.models)}, "
                        f"not {preset.name}")  # fmt: skip

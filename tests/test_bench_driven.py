@@ -1,0 +1,137 @@
+"""The driven benchmark (SVI-Talk / SVI-Dance): tiny adapters, 2 scenes x 2 clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from svi.bench import drift, driven
+from svi.cli import main
+from svi.config import load_recipe
+from svi.errors import SviError
+from svi.train import train
+from world_fixtures import build_tiny_world_model
+
+BASE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "world-tiny-lora-anchor-base.toml"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny base model and a talk / dance adapter trained on it for 2 steps."""
+    root = tmp_path_factory.mktemp("driven")
+    model = build_tiny_world_model(root / "model")
+    out = {"model": str(model), "root": root}
+    for condition, kind in (("audio", "talking"), ("pose", "dancing")):
+        recipe = root / f"{condition}.toml"
+        recipe.write_text(
+            f'extends = "{BASE_RECIPE}"\ninit = "{model}"\nsteps = 2\nbatch_size = 2\n'
+            "checkpoint_every = 2\nlog_every = 1\nlora_rank = 4\nlora_alpha = 4\n"
+            f'[data]\nkinds = ["{kind}"]\npool_size = 2\nepisode_frames = 16\n'
+            f'condition = "{condition}"\n',
+            encoding="utf-8",
+        )
+        final = train(load_recipe(recipe), root / f"run-{condition}", progress=False)
+        out[condition] = final / "svi_lora.safetensors"
+        out[f"{condition}_wan"] = final / "svi_lora_wan.safetensors"
+    return out
+
+
+def _bench(setup: dict, condition: str, out: Path, *extra: str) -> tuple[int, dict | None]:
+    args = ["bench", "driven", "--condition", condition, "--model", setup["model"],
+            "--lora", f"one={setup[condition]}", "--lora", f"wan={setup[condition + '_wan']}",
+            "--scenes", "2", "--clips", "2", "--cache", str(setup["root"] / "cache"),
+            "--out", str(out), "--no-progress", *extra]  # fmt: skip
+    code = main(args)
+    path = out.with_suffix(".json")
+    return code, json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _numbers(report: dict) -> str:
+    return json.dumps([report[k] for k in ("summary", "paired", "per_scene", "curves")])
+
+
+def test_audio_report_layout_and_cached_rerun(setup, tmp_path: Path, capsys, monkeypatch) -> None:
+    code, report = _bench(setup, "audio", tmp_path / "talk")
+    assert code == 0 and report is not None
+    p, prov = report["protocol"], report["provenance"]
+    assert p["condition"] == "audio" and p["kind"] == "talking" and p["split"] == "test"
+    assert p["scenes"] == 2 and p["clips"] == 2 and p["horizons"] == [1, 2]
+    assert p["publishable"] is False and "2 scenes < 32" in p["not_publishable_because"]
+    assert set(p["clip_metrics"]) == {"sync", "psnr", "ssim"}
+    assert set(report["summary"]) == {"one", "wan"} and list(report["paired"]) == ["one vs wan"]
+    assert set(report["summary"]["one"]["psnr"]) == {"1", "2"}
+    assert report["summary"]["one"]["psnr"]["2"]["n"] == 2
+    pair = report["paired"]["one vs wan"]["ssim"]["1"]
+    assert {"diff", "wins", "losses", "significant"} <= set(pair)
+    assert set(report["video_summary"]["one"]) == {"sync_overall", "sync_lag", "sync_lag_r"}
+    deg = report["degenerate_clips"]["one"]["2"]
+    assert deg["clips"] == 4 and 0 <= deg["degenerate"] <= 4
+    assert len(report["curves"]["one"]["psnr"]["mean"]) == 2
+    assert prov["command"].startswith("svi bench driven --condition audio")
+    assert prov["model_hash"] and prov["commit"] and prov["clips_generated"]["one"] == 4
+    assert prov["seconds_per_clip"]["one"] > 0
+    md = (tmp_path / "talk.md").read_text(encoding="utf-8")
+    assert f"Command: `{prov['command']}`" in md and "NOT publishable" in md
+    assert (tmp_path / "talk.png").stat().st_size > 0
+    capsys.readouterr()
+
+    def refuse(*_a, **_k):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(driven, "load_pipeline", refuse)
+    monkeypatch.setattr(driven, "_WORKER", {})
+    code, again = _bench(setup, "audio", tmp_path / "again")
+    assert code == 0 and again is not None
+    assert _numbers(again) == _numbers(report)
+    assert again["provenance"]["clips_generated"] == {"one": 0, "wan": 0}
+
+
+def test_pose_report_and_publishable_flag(setup, tmp_path: Path, monkeypatch) -> None:
+    code, report = _bench(setup, "pose", tmp_path / "dance", "--split", "val")
+    assert code == 0 and report is not None
+    p = report["protocol"]
+    assert p["kind"] == "dancing" and p["split"] == "val" and not p["publishable"]
+    assert set(p["clip_metrics"]) == {"joint_error", "chamfer", "iou", "psnr", "ssim"}
+    assert "degenerate_clips" not in report
+    one = report["summary"]["one"]
+    assert all(one[m]["1"]["n"] == 2 for m in p["clip_metrics"])
+    assert 0 <= one["iou"]["2"]["mean"] <= 1
+    # enough scenes on the test split: publishable (the threshold lowered to 2)
+    monkeypatch.setattr(drift, "MIN_PUBLISHED_SCENES", 2)
+    monkeypatch.setattr(driven, "MIN_PUBLISHED_SCENES", 2)
+    code, report = _bench(setup, "pose", tmp_path / "dance-test")
+    assert code == 0 and report["protocol"]["publishable"] is True
+    assert report["protocol"]["not_publishable_because"] == []
+
+
+def test_wrong_adapter_and_bad_input_fail_with_one_line(setup, tmp_path: Path, capsys) -> None:
+    cases = [
+        (["--condition", "pose", "--lora", f"talk={setup['audio']}"], "needs an SVI-Dance"),
+        (["--condition", "audio", "--lora", f"dance={setup['pose']}"], "needs an SVI-Talk"),
+        (["--condition", "noise", "--lora", f"talk={setup['audio']}"], "audio or pose"),
+        (["--condition", "audio", "--lora", f"talk={setup['audio']}", "--scenes", "0"],
+         "--scenes"),
+        (["--condition", "audio"], "no contenders"),
+    ]  # fmt: skip
+    for args, says in cases:
+        capsys.readouterr()
+        scenes = [] if "--scenes" in args else ["--scenes", "1"]
+        code = main(["bench", "driven", *args, *scenes, "--clips", "1", "--model",
+                     setup["model"], "--out", str(tmp_path / "x"), "--no-progress"])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error:") and says in err[0]
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_the_pipeline_refuses_a_drive_its_adapter_was_not_trained_for(setup, tmp_path) -> None:
+    """Past the file check too: the loaded model and the drive must agree."""
+    from svi.bench.drift import Contender, benchmark_config
+
+    talk = Contender("talk", loras=((str(setup["audio"]), 1.0),))
+    job = driven.DrivenJob(setup["model"], talk, "pose", 9, 1, benchmark_config(),
+                           tmp_path / "v.npz", 5, 2, 32, 1)  # fmt: skip
+    with pytest.raises(SviError, match="--pose needs an adapter trained with the pose"):
+        driven.run_driven_job(job)
+    assert not (tmp_path / "v.npz").exists()

@@ -85,3 +85,25 @@ def test_condition_settings_are_checked(tiny_base: Path, change: dict, says: str
     with pytest.raises(SviError, match=says):
         resolve_config(TrainConfig(**{**cfg.__dict__, "data": DataConfig(
             **{**cfg.data.__dict__, **change})}))  # fmt: skip
+
+
+@pytest.mark.parametrize(("p", "kept"), [(0.0, [True] * 4), (1.0, [False] * 4)])
+def test_condition_dropout_nulls_whole_samples(tiny_base: Path, p: float, kept: list) -> None:
+    """A dropped sample sees the null condition (zeros), the others theirs: the training
+    call equals a call whose batch has zero rows where dropped."""
+    from functools import partial
+
+    from svi.clips import ClipBatch
+    from svi.conditions.windows import LatentAudio
+    from svi.sampling import Experts
+    from svi.train import _driven
+
+    cfg = _config(tiny_base, "audio")
+    cfg = TrainConfig(**{**cfg.__dict__, "data": DataConfig(**{**cfg.data.__dict__,
+                                                                "condition_dropout": p})})
+    audio = LatentAudio(torch.ones(4, 1, 5, 40), torch.ones(4, 4, 5, 40))
+    batch = ClipBatch(torch.zeros(4, 3, 5, 8, 8), torch.zeros(4, 3, 8, 8), ["a"] * 4, audio)
+    call = _driven(Experts(torch.nn.Identity()), batch, cfg, torch.Generator().manual_seed(0))
+    assert isinstance(call, partial) and call.keywords["keep"].tolist() == kept
+    rows = call.func.drive.batch(call.keywords["keep"])
+    assert [bool(r.any()) for r in rows.first] == kept

@@ -5,9 +5,9 @@
 - :mod:`~svi.conditions.wav2vec`: the real path's wav2vec2 features;
 - :mod:`~svi.conditions.windows`: per-frame windows, clips on the stream, latent grouping;
 - :mod:`~svi.conditions.audio_modules`: audio projection + per-block audio attention;
-- :mod:`~svi.conditions.pose`: the pose encoder added to the patch tokens.
-
-Nothing here is wired into the pipeline, CLI or training yet.
+- :mod:`~svi.conditions.pose`: the pose encoder added to the patch tokens;
+- :mod:`~svi.conditions.drive`: a stream cut per clip for generation and training;
+- :mod:`~svi.conditions.adapters`: a LoRA and its condition modules in one file.
 """
 
 from __future__ import annotations

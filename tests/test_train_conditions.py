@@ -99,8 +99,9 @@ def test_condition_dropout_nulls_whole_samples(tiny_base: Path, p: float, kept: 
     from svi.train import _driven
 
     cfg = _config(tiny_base, "audio")
-    cfg = TrainConfig(**{**cfg.__dict__, "data": DataConfig(**{**cfg.data.__dict__,
-                                                                "condition_dropout": p})})
+    cfg = TrainConfig(
+        **{**cfg.__dict__, "data": DataConfig(**{**cfg.data.__dict__, "condition_dropout": p})}
+    )
     audio = LatentAudio(torch.ones(4, 1, 5, 40), torch.ones(4, 4, 5, 40))
     batch = ClipBatch(torch.zeros(4, 3, 5, 8, 8), torch.zeros(4, 3, 8, 8), ["a"] * 4, audio)
     call = _driven(Experts(torch.nn.Identity()), batch, cfg, torch.Generator().manual_seed(0))

@@ -108,3 +108,17 @@ def test_condition_dropout_nulls_whole_samples(tiny_base: Path, p: float, kept: 
     assert isinstance(call, partial) and call.keywords["keep"].tolist() == kept
     rows = call.func.drive.batch(call.keywords["keep"])
     assert [bool(r.any()) for r in rows.first] == kept
+
+
+def test_cli_condition_flag_sets_the_condition_and_its_world_kind(tiny_base: Path, tmp_path):
+    from svi.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'init = "{tiny_base}"\nsteps = 1\nbatch_size = 1\nlora_rank = 2\n'
+                      "checkpoint_every = 1\n[data]\npool_size = 1\nepisode_frames = 8\n")  # fmt: skip
+    run = tmp_path / "run"
+    args = ["train", "--recipe", str(recipe), "--out", str(run), "--no-progress"]
+    assert main([*args, "--condition", "pose"]) == 0
+    data = json.loads((run / "config.json").read_text())["data"]
+    assert data["condition"] == "pose" and data["kinds"] == ["dancing"]
+    assert main([*args[:-2], str(tmp_path / "bad"), "--condition", "smell"]) == 2

@@ -127,6 +127,10 @@ def train(
     batch_size: int | None = typer.Option(None, help="Clips per step per process."),
     lr: float | None = typer.Option(None, help="Peak learning rate."),
     seed: int | None = typer.Option(None, help="Seed of weights, data and noise."),
+    condition: str | None = typer.Option(
+        None, help="SVI-Talk / SVI-Dance: audio | pose - train the condition modules with the "
+        "LoRA on the world's talking / dancing episodes (docs/conditions.md).",
+    ),
     resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -139,6 +143,9 @@ def train(
     else:
         config = lora_defaults(bool(erft)) if model is not None else TrainConfig()
     settings = {"init": model, "data.source": str(data) if data else None, "optim.lr": lr}
+    if condition is not None:  # the world kind that carries the condition's stream
+        kinds = {"audio": ("talking",), "pose": ("dancing",)}.get(condition)
+        settings.update({"data.condition": condition, "data.kinds": kinds})
     config = with_overrides(config, settings, erft=erft, preset=preset, height=height,
                             width=width, num_frames=num_frames, lora_rank=lora_rank, expert=expert,
                             steps=steps, batch_size=batch_size, seed=seed)  # fmt: skip

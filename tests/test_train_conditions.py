@@ -114,8 +114,9 @@ def test_cli_condition_flag_sets_the_condition_and_its_world_kind(tiny_base: Pat
     from svi.cli import main
 
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'init = "{tiny_base}"\nsteps = 1\nbatch_size = 1\nlora_rank = 2\n'
-                      "checkpoint_every = 1\n[data]\npool_size = 1\nepisode_frames = 8\n")  # fmt: skip
+    lines = [f'init = "{tiny_base}"', "steps = 1", "batch_size = 1", "lora_rank = 2",
+             "checkpoint_every = 1", "[data]", "pool_size = 1", "episode_frames = 8"]  # fmt: skip
+    recipe.write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
     args = ["train", "--recipe", str(recipe), "--out", str(run), "--no-progress"]
     assert main([*args, "--condition", "pose"]) == 0

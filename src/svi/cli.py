@@ -128,7 +128,8 @@ def train(
     lr: float | None = typer.Option(None, help="Peak learning rate."),
     seed: int | None = typer.Option(None, help="Seed of weights, data and noise."),
     condition: str | None = typer.Option(
-        None, help="SVI-Talk / SVI-Dance: audio | pose - train the condition modules with the "
+        None,
+        help="SVI-Talk / SVI-Dance: audio | pose - train the condition modules with the "
         "LoRA on the world's talking / dancing episodes (docs/conditions.md).",
     ),
     resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
@@ -205,6 +206,12 @@ def generate(
     negative_prompt: str | None = typer.Option(None, help="Negative prompt for CFG."),
     seed: int | None = typer.Option(None, help="Base seed (default 0); clip k: seed + 42 k."),
     seed_stride: int | None = typer.Option(None, help="Clip k's seed: seed + k * this (42)."),
+    reroll: float | None = typer.Option(
+        None,
+        help="Regenerate a clip (next seed) whose seam jump or colour shift, 0-1, "
+        "exceeds this (docs: svi/reroll.py); every try goes into the manifest.",
+    ),
+    max_rerolls: int | None = typer.Option(None, help="Most re-rolls per clip (default 3)."),
     fps: int | None = typer.Option(None, help="Output frame rate (default: the model's)."),
     world_kind: str | None = typer.Option(
         None,
@@ -242,7 +249,8 @@ def generate(
     from svi.session import GenerateRequest, run_generate
 
     setting_names = ("variant", "motion_frames", "padding", "handoff", "overlap", "steps", "cfg",
-                     "seed", "seed_stride", "negative_prompt", "first_prompt_only")  # fmt: skip
+                     "seed", "seed_stride", "negative_prompt", "first_prompt_only",
+                     "reroll", "max_rerolls")  # fmt: skip
     settings = {k: args.pop(k) for k in setting_names}
     config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     manifest = run_generate(GenerateRequest(**args, config=config))

@@ -200,25 +200,29 @@ class SVIPipeline:
             text = b.text_encoder.encode([prompt])
             neg = b.text_encoder.encode([plan.negative_prompt])
             y = self._conditioning(carry, anchor, plan)
-            noise = clip_noise((1, *b.latent_shape), plan.clip_seed(k))
             first_motion = to_signed(carry.frames[0])[None]  # CLIP input of Wan 2.1 only
             experts = b.experts_for(first_motion)
             if drive is not None:  # clip k's part of the audio / pose stream
                 experts = replace(experts, drive=drive.clip(k, plan.num_frames, m))
-            latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
-                                     shift=plan.shift, cfg=plan.cfg,
-                                     cond_cfg=drive.guidance if drive else 1.0,
-                                     on_step=on_step)  # fmt: skip
-            decoded = b.codec.decode(latents)
-            if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
-                raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, --shift "
-                               "and the LoRA weights and strengths")  # fmt: skip
-            frames = to_uint8(decoded)[0]  # (F, H, W, 3)
+
+            def sample(seed: int, k: int = k, experts=experts, y=y, text=text, neg=neg):
+                noise = clip_noise((1, *b.latent_shape), seed)
+                latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
+                                         shift=plan.shift, cfg=plan.cfg,
+                                         cond_cfg=drive.guidance if drive else 1.0,
+                                         on_step=on_step)  # fmt: skip
+                decoded = b.codec.decode(latents)
+                if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
+                    raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, "
+                                   "--shift and the LoRA weights and strengths")  # fmt: skip
+                return latents, to_uint8(decoded)[0]  # (F, H, W, 3)
+
+            seed, latents, frames, tries = _sample_with_rerolls(sample, plan, k, carry.frames)
             latent_carry = latents[:, :, -m:].clone() if plan.handoff == "latent" else None
             carry = Carry(frames=frames[-m:], latents=latent_carry)
             kept = plan.kept(k)
-            yield Clip(k, prompt, plan.clip_seed(k), frames, frames[kept], frames[kept.stop :],
-                       carry, time.perf_counter() - t0)  # fmt: skip
+            yield Clip(k, prompt, seed, frames, frames[kept], frames[kept.stop :], carry,
+                       time.perf_counter() - t0, {"tries": tries} if tries else {})  # fmt: skip
             k += 1
 
     def _anchor_latent(self, anchor: torch.Tensor) -> torch.Tensor:
@@ -244,6 +248,32 @@ class SVIPipeline:
         motion = to_signed(carry.frames).movedim(0, 1)[None]  # (1, 3, M, H, W)
         return build_y(b.codec, motion, plan.num_frames, padding=padding, mask=plan.mask,
                        anchor=anchor)  # fmt: skip
+
+
+def _sample_with_rerolls(sample, plan: GenerationPlan, k: int, carried: np.ndarray):
+    """Clip k from seed ``plan.clip_seed(k)``; with ``plan.reroll``, again from the next
+    seeds while its score exceeds the threshold (:mod:`svi.reroll`). Returns the kept
+    try's seed, latents and frames and the record of every try (empty without re-roll)."""
+    seed = plan.clip_seed(k)
+    if plan.reroll is None:
+        return (seed, *sample(seed), [])
+    from svi.reroll import clip_scores, score
+
+    tries, best = [], None
+    for r in range(plan.max_rerolls + 1):
+        latents, frames = sample(seed + r)
+        scores = clip_scores(frames, carried)
+        tries.append({"seed": seed + r, **{n: round(v, 6) for n, v in scores.items()}})
+        if best is None or score(scores) < best[0]:
+            best = (score(scores), seed + r, latents, frames, r)
+        if score(scores) <= plan.reroll:
+            break
+    for i, t in enumerate(tries):
+        t["kept"] = i == best[4]
+    if best[4] > 0:
+        log.info("clip %d: re-rolled %d time(s), kept seed %d (score %.4f)", k,
+                 len(tries) - 1, best[1], best[0])  # fmt: skip
+    return best[1], best[2], best[3], tries
 
 
 def rollout(

@@ -50,6 +50,8 @@ class GenerationConfig:
     prompt_repeat: int | None = None
     stitch: str | None = None
     overlap: int | None = None
+    reroll: float | None = None  # regenerate a clip whose seam / colour score exceeds this
+    max_rerolls: int | None = None  # ... at most this many times (default 3)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +85,8 @@ class GenerationPlan:
     first_prompt_only: bool
     variant: str | None
     prompt_repeat: int
+    reroll: float | None = None  # svi.reroll: score threshold (None: every clip kept)
+    max_rerolls: int = 0
 
     def clip_seed(self, k: int) -> int:
         return self.seed + k * self.seed_stride
@@ -222,7 +226,19 @@ def resolve_plan(
         negative_prompt=str(s.get("negative_prompt", preset.negative_prompt)),
         first_prompt_only=first_only, variant=s.get("variant"),
         prompt_repeat=_int("prompt repeat", s.get("prompt_repeat", 1), 1),
+        **_reroll(config),
     )  # fmt: skip
+
+
+def _reroll(config: GenerationConfig) -> dict:
+    """``reroll`` / ``max_rerolls`` of the plan (the count only with a threshold)."""
+    if config.reroll is None:
+        if config.max_rerolls is not None:
+            raise SviError("--max-rerolls needs --reroll THRESHOLD")
+        return {}
+    threshold = _float("--reroll", config.reroll, 0.0, 1.0, open_low=True)
+    count = 3 if config.max_rerolls is None else config.max_rerolls
+    return {"reroll": threshold, "max_rerolls": _int("--max-rerolls", count, 1, 100)}
 
 
 def clips_for_length(

@@ -264,6 +264,7 @@ def generate_to_file(
                             "seed": clip.seed,
                             "seconds": round(clip.seconds, 4),
                             "frames_sha256": _sha256(clip.new_frames),
+                            **clip.info,  # "tries": every re-roll (svi.reroll)
                         }
                     )
                     manifest["frames_written"] = writer.frames_written

@@ -32,7 +32,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,14 +230,16 @@ def generate_to_file(
     clips_dir: Path | None = None,
     progress: bool = True,
     drive: Drive | None = None,
+    hooks: Hooks | None = None,
 ) -> dict[str, Any]:
     """Generate ``plan.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest.
 
     ``config`` is resolved to a plan (:meth:`SVIPipeline.plan`) before any file is touched.
     ``drive``: the audio / pose stream of a conditional adapter (recorded in the manifest;
     clip k's part of it depends on k alone, so a resume reads the same stream position).
+    ``hooks``: callbacks of an app (:class:`Hooks`).
     """
-    out = Path(out)
+    out, hooks = Path(out), hooks or Hooks()
     plan = config if isinstance(config, GenerationPlan) else pipe.plan(config, prompts, fps)
     fps = plan.fps
     inputs = describe_inputs(pipe, start, prompts, plan, drive)
@@ -250,8 +252,17 @@ def generate_to_file(
     stop: Interrupted | None = None
     try:
         with _bars(progress, plan, first) as (bar, on_step):
+            current = [first]  # the clip being sampled
+
+            def step(i: int) -> None:
+                on_step(i)
+                if hooks.on_step is not None:
+                    hooks.on_step(current[0], i)
+                if hooks.should_stop is not None and hooks.should_stop():
+                    raise Interrupted(signal.SIGINT, "interrupted (stopped)")
+
             clips = pipe.generate(start, prompts, plan, first_clip=first, carry=carry,
-                                  on_step=on_step, drive=drive)  # fmt: skip
+                                  on_step=step, drive=drive)  # fmt: skip
             for clip in clips:
                 with _defer_interrupt():  # a clip's bookkeeping is all or nothing
                     writer.write(clip.new_frames)
@@ -269,10 +280,14 @@ def generate_to_file(
                     )
                     manifest["frames_written"] = writer.frames_written
                     write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
-                    state_path(out, clip.index - 1).unlink(missing_ok=True)
+                    if not hooks.keep_states:
+                        state_path(out, clip.index - 1).unlink(missing_ok=True)
                     if clips_dir is not None:
                         write_video(clips_dir / f"clip_{clip.index:05d}.mp4", clip.frames, fps=fps)
                 bar(len(clip.new_frames))
+                current[0] = clip.index + 1
+                if hooks.on_clip is not None:
+                    hooks.on_clip(manifest["clips"][-1], clip)
     except (Interrupted, KeyboardInterrupt) as exc:  # SIGINT / SIGTERM: keep what is done
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         log.info("interrupted: finalising %s with the clips finished so far", out)
@@ -281,7 +296,7 @@ def generate_to_file(
             _discard(out, writer)
         raise
     with interrupts.ignored():  # a second Ctrl-C must not cut the finalising short
-        return _finish(out, manifest, writer, tail, stop)
+        return _finish(out, manifest, writer, tail, stop, hooks.keep_states)
 
 
 def _discard(out: Path, writer: VideoWriter) -> None:
@@ -291,7 +306,14 @@ def _discard(out: Path, writer: VideoWriter) -> None:
     shutil.rmtree(state_dir(out), ignore_errors=True)
 
 
-def _finish(out: Path, manifest: dict, writer: VideoWriter, tail, stop: Interrupted | None):
+def _finish(
+    out: Path,
+    manifest: dict,
+    writer: VideoWriter,
+    tail,
+    stop: Interrupted | None,
+    keep_states: bool = False,
+):
     """Append the last clip's tail, close the video and the manifest; returns the manifest.
 
     After a signal (``stop``) the video is finalised just the same, the manifest says
@@ -316,7 +338,8 @@ def _finish(out: Path, manifest: dict, writer: VideoWriter, tail, stop: Interrup
         clips = len(manifest["clips"])
         raise stop.with_message(f"wrote {clips} clip{'s' * (clips != 1)} to {out}; "
                                 "--resume continues")  # fmt: skip
-    shutil.rmtree(state_dir(out), ignore_errors=True)
+    if not keep_states:
+        shutil.rmtree(state_dir(out), ignore_errors=True)
     return manifest
 
 
@@ -433,6 +456,16 @@ def _bars(enabled: bool, plan: GenerationPlan, first: int) -> Iterator:
         yield clip_done, on_step
 
 
+@dataclass
+class Hooks:
+    """Callbacks of a generation for an app (``svi ui``); the CLI uses none."""
+
+    on_step: Callable[[int, int], None] | None = None  # (clip index, sampler step)
+    on_clip: Callable[[dict, Any], None] | None = None  # (manifest record, Clip), when written
+    should_stop: Callable[[], bool] | None = None  # asked every step: True stops as Ctrl-C does
+    keep_states: bool = False  # keep every clip's state file: branching from any clip
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """Everything ``svi generate`` accepts (the CLI only fills this in). Generation
@@ -516,8 +549,30 @@ def _load_loras(pipe: SVIPipeline, req: GenerateRequest) -> None:
         pipe.load_lora(pipe.bundle.default_lora)
 
 
-def run_generate(req: GenerateRequest) -> dict[str, Any]:
-    """Resolve a request (model, LoRAs, start, prompts, plan, length), then generate.
+@dataclass
+class Prepared:
+    """A request resolved: the loaded pipeline and everything ``generate_to_file`` takes."""
+
+    pipe: SVIPipeline
+    start: np.ndarray
+    prompts: list[str]
+    plan: GenerationPlan
+    drive: Drive | None
+
+
+def run_generate(req: GenerateRequest, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Resolve a request (:func:`prepare_generation`), then generate (``hooks``: an app's
+    callbacks, :class:`Hooks`)."""
+    p = prepare_generation(req)
+    return generate_to_file(
+        p.pipe, p.start, p.prompts, p.plan, Path(req.out), lossless=req.lossless,
+        resume=req.resume, overwrite=req.overwrite, clips_dir=req.clips_dir,
+        progress=req.progress, drive=p.drive, hooks=hooks,
+    )  # fmt: skip
+
+
+def prepare_generation(req: GenerateRequest) -> Prepared:
+    """Resolve a request: model, LoRAs, start, prompts, plan, length and stream.
 
     Every setting is resolved and validated into a :class:`GenerationPlan` before the
     output or its manifest is touched.
@@ -588,10 +643,7 @@ def run_generate(req: GenerateRequest) -> dict[str, Any]:
     if drive is not None:
         drive.check_clips(n, plan.num_frames, plan.motion_frames)
     plan = pipe.plan(replace(config, clips=n), prompts, req.fps)
-    return generate_to_file(
-        pipe, start, prompts, plan, Path(req.out), lossless=req.lossless, resume=req.resume,
-        overwrite=req.overwrite, clips_dir=req.clips_dir, progress=req.progress, drive=drive,
-    )  # fmt: skip
+    return Prepared(pipe, start, prompts, plan, drive)
 
 
 def _check_drive_request(req: GenerateRequest) -> None:

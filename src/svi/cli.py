@@ -284,6 +284,20 @@ def sample(
     typer.echo(f"{out}: {manifest['frames_written']} frames")
 
 
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (others: only if asked)."),
+    port: int = typer.Option(7860, help="Port of the page."),
+    model: str | None = typer.Option(None, help="Default model: preset, world model or Wan dir."),
+    sessions: Path = typer.Option(Path("svi-sessions"), help="Folder of the sessions."),
+    max_jobs: int = typer.Option(1, help="Generations running at once (others queue)."),
+) -> None:
+    """Local web app: live preview, prompt streams, branch, re-roll, drift monitor."""
+    from svi.ui.app import serve
+
+    serve(host=host, port=port, model=model, sessions=sessions, max_jobs=max_jobs)
+
+
 bench_app = typer.Typer(help="Measurements: quality gates, learning curves, drift.")
 app.add_typer(bench_app, name="bench")
 

@@ -47,8 +47,10 @@ class ModelBundle:
         return path if self.preset.family == "world" and path.is_file() else None
 
     def bundled_lora(self, name: str) -> Path | None:
-        """A LoRA shipped beside an embedded world model, by short name: ``"clean"`` is
-        ``clean_lora.safetensors`` (the clean-data baseline), ``"svi"`` the default."""
+        """A LoRA shipped beside an embedded world model, by short name: ``"svi"`` is the
+        default, ``"clean"`` its clean-data baseline; ``"talk"`` / ``"dance"`` the SVI-Talk
+        / SVI-Dance adapters and ``"talk_clean"`` / ``"dance_clean"`` theirs
+        (``NAME_lora.safetensors``)."""
         if self.preset.family != "world" or not name.replace("_", "").isalnum():
             return None
         path = Path(self.source) / f"{name}_lora.safetensors"

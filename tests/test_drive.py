@@ -320,3 +320,17 @@ def test_the_talk_variant_runs_its_structure(model: Path, adapters, streams, tmp
     assert plan["motion_frames"] == 1 and plan["variant"] == "talk"
     assert len(manifest["clips"]) == clips_covering(20, F, 1) == 5
     assert manifest["inputs"]["drive"]["guidance"] == 1.0  # Wan's 5 is not the world's
+
+
+def test_the_embedded_model_ships_talk_and_dance_adapters(streams, tmp_path: Path) -> None:
+    """--audio / --pose alone load the shipped ERFT adapters; *_clean are their baselines."""
+    for flag, name in (("audio", "talk"), ("pose", "dance")):
+        source = streams["wav"] if flag == "audio" else streams["pose"]
+        req = GenerateRequest(out=tmp_path / f"{name}.mp4", progress=False, clips=1,
+                              config=GenerationConfig(steps=2), **{flag: source})  # fmt: skip
+        manifest = run_generate(req)
+        (lora,) = manifest["inputs"]["loras"]
+        assert Path(lora["path"]).name == f"{name}_lora.safetensors"
+        assert lora["condition"] == flag and manifest["inputs"]["drive"]["kind"] == flag
+        clean = read_lora_metadata(Path(lora["path"]).with_name(f"{name}_clean_lora.safetensors"))
+        assert clean["erft"] is False and read_lora_metadata(lora["path"])["erft"] is True

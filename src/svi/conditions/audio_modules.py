@@ -171,6 +171,9 @@ class _AudioState:
     # checkpointing's re-run of a block during backward sees the same tokens.
     tokens: torch.Tensor | None = None
     residual: dict[int, torch.Tensor] = field(default_factory=dict)
+    # (audio, tokens) of the latest call without gradients: the same audio object (one
+    # clip's, at every sampler step) reuses its tokens
+    cached: tuple[LatentAudio, torch.Tensor] | None = None
 
 
 def _state(transformer: nn.Module) -> _AudioState | None:
@@ -237,8 +240,12 @@ def attach_audio_modules(
                 f"the audio covers {state.audio.latent_frames} latent frames but the "
                 f"transformer is called on {frames}"
             )
+        if state.cached is not None and state.cached[0] is state.audio:
+            state.tokens = state.cached[1]  # one clip's audio at the next step: projected once
+            return
         p = transformer.audio_proj.proj1.weight
         state.tokens = transformer.audio_proj(state.audio.to(device=p.device, dtype=p.dtype))
+        state.cached = None if torch.is_grad_enabled() else (state.audio, state.tokens)
 
     state.handles.append(transformer.register_forward_pre_hook(project, with_kwargs=True))
     setattr(transformer, _STATE, state)

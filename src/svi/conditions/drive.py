@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -59,9 +59,18 @@ class ClipDrive:
     kind: Literal["audio", "pose"]
     value: LatentAudio | torch.Tensor
     guidance: float = 1.0  # condition CFG scale (audio); pose rides along in every branch
+    _batches: dict = field(default_factory=dict, repr=False)
 
     def batch(self, keep: torch.Tensor) -> LatentAudio | torch.Tensor:
-        """The condition for a batch; rows where ``keep`` (B,) is False get zeros."""
+        """The condition for a batch; rows where ``keep`` (B,) is False get zeros. The same
+        pattern gives the same object, so the modules encode a clip's condition once for
+        all its sampler steps (their caches compare by identity)."""
+        key = tuple(keep.tolist())
+        if key not in self._batches:
+            self._batches[key] = self._batch(keep)
+        return self._batches[key]
+
+    def _batch(self, keep: torch.Tensor) -> LatentAudio | torch.Tensor:
         mask = keep.to(torch.float32)
         if isinstance(self.value, LatentAudio):
             first, later = self.value

@@ -163,6 +163,9 @@ def pose_input(frames: np.ndarray | torch.Tensor, temporal_factor: int) -> torch
 class _PoseState:
     handles: list[RemovableHandle] = field(default_factory=list)
     pose: torch.Tensor | None = None
+    # (pose, encoding) of the latest call without gradients: the same pose tensor object
+    # (one clip's, at every sampler step) reuses it; a new clip brings a new tensor
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _state(transformer: nn.Module) -> _PoseState | None:
@@ -194,8 +197,13 @@ def attach_pose_encoder(transformer: nn.Module, config: PoseEncoderConfig) -> Po
     def add_pose(_module: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
         if state.pose is None:
             return out
-        weight = encoder[0].weight  # type: ignore[union-attr]
-        cond = encoder(state.pose.to(weight.device, weight.dtype))  # (B, width, f, h, w)
+        if state.cached is not None and state.cached[0] is state.pose:
+            cond = state.cached[1]  # the same pose at the next sampler step: encoded once
+        else:
+            weight = encoder[0].weight  # type: ignore[union-attr]
+            cond = encoder(state.pose.to(weight.device, weight.dtype))  # (B, width, f, h, w)
+            # without gradients (sampling) a clip's pose is encoded once, not at every step
+            state.cached = None if torch.is_grad_enabled() else (state.pose, cond)
         if cond.shape[2:] != out.shape[2:] or cond.shape[0] not in (1, out.shape[0]):
             raise SviError(
                 f"the pose video gives tokens {tuple(cond.shape)} but the patch embedding "

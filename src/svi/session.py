@@ -19,6 +19,10 @@ and SIGTERM (:mod:`svi.interrupts`) finalise ``OUT.mp4`` with the clips finished
 (plus the last clip's tail, counted as ``tail_frames``), keep that clip's state file and
 mark the manifest "interrupted"; resuming takes the video back to the partial file and
 cuts the tail off. A run that fails before its first clip leaves no file behind.
+
+An app passes :class:`Hooks`: per-step and per-clip callbacks, a stop request (handled
+as SIGINT is), and ``keep_states`` - every clip's state file is kept, so a session can
+be branched at any clip (:mod:`svi.branch`).
 """
 
 from __future__ import annotations

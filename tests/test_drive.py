@@ -18,14 +18,14 @@ from svi.conditions.adapters import (
     condition_state_dict,
     model_condition,
 )
-from svi.conditions.drive import AudioDrive, ClipDrive, PoseDrive, clips_covering
+from svi.conditions.drive import AudioDrive, ClipDrive, PoseDrive
 from svi.conditions.windows import LatentAudio
 from svi.errors import SviError
 from svi.lora import read_lora, read_lora_metadata, save_lora
 from svi.models.bundle import load_bundle
 from svi.models.codec import PixelCodec
 from svi.pipeline import SVIPipeline
-from svi.plan import GenerationConfig
+from svi.plan import GenerationConfig, clips_covering
 from svi.sampling import guided_velocity
 from svi.session import GenerateRequest, manifest_path, run_generate
 from svi.video import read_video, write_video
@@ -39,7 +39,7 @@ F, M = 5, 2  # the world model's clip: 5 frames, 2 carried
 # ------------------------------------------------------------------ streams per clip
 @pytest.mark.parametrize("frames,expected", [(1, 1), (5, 1), (6, 2), (8, 2), (9, 3), (41, 13)])
 def test_clips_covering(frames: int, expected: int) -> None:
-    n = clips_covering(frames, F, M)
+    n = clips_covering(frames, F, F - M)
     assert n == expected
     assert n * (F - M) + M >= frames  # covers the stream ...
     assert n == 1 or (n - 1) * (F - M) + M < frames  # ... with the fewest clips
@@ -232,7 +232,7 @@ def test_audio_video_follows_the_wav_and_any_rate_or_channels(
 ) -> None:
     lora = [adapters["audio"]]
     manifest = run_generate(_request(model, tmp_path / "a.mp4", audio=streams["wav"], lora=lora))
-    assert len(manifest["clips"]) == clips_covering(20, F, M) == 6
+    assert len(manifest["clips"]) == clips_covering(20, F, F - M) == 6
     assert manifest["inputs"]["drive"]["kind"] == "audio"
     assert len(read_video(tmp_path / "a.mp4")) == 6 * (F - M) + M
     other = run_generate(_request(model, tmp_path / "b.mp4", audio=streams["stereo48k"],
@@ -263,7 +263,7 @@ def test_driven_resume_is_frame_identical(
 def test_pose_of_another_size_is_fitted(model: Path, adapters, streams, tmp_path: Path) -> None:
     manifest = run_generate(_request(model, tmp_path / "d.mp4", pose=streams["pose"],
                                      lora=[adapters["pose"]]))  # fmt: skip
-    assert len(manifest["clips"]) == clips_covering(14, F, M) == 4
+    assert len(manifest["clips"]) == clips_covering(14, F, F - M) == 4
     assert read_video(tmp_path / "d.mp4").shape[1:3] == (32, 32)
 
 
@@ -318,7 +318,7 @@ def test_the_talk_variant_runs_its_structure(model: Path, adapters, streams, tmp
     )
     plan = manifest["inputs"]["plan"]
     assert plan["motion_frames"] == 1 and plan["variant"] == "talk"
-    assert len(manifest["clips"]) == clips_covering(20, F, 1) == 5
+    assert len(manifest["clips"]) == clips_covering(20, F, F - 1) == 5
     assert manifest["inputs"]["drive"]["guidance"] == 1.0  # Wan's 5 is not the world's
 
 

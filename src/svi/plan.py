@@ -277,7 +277,12 @@ def clips_for_length(
     if seconds is not None:
         seconds = _float("--seconds", seconds, 0.0, 1e7, open_low=True)
         frames = math.ceil(seconds * fps)
-    frames = _int("--frames", frames, 1)
+    return clips_covering(_int("--frames", frames, 1), num_frames, new_frames)
+
+
+def clips_covering(frames: int, num_frames: int, new_frames: int) -> int:
+    """The fewest clips of ``num_frames`` frames, each adding ``new_frames``, whose video
+    holds ``frames``: ``1 + ceil((frames - F) / n)`` (1 up to F)."""
     if frames <= num_frames:
         return 1
     return 1 + math.ceil((frames - num_frames) / new_frames)

@@ -492,7 +492,7 @@ def run_drift(
                 results[i] = run_job(job, on_clip=lambda: bar.advance(task))
                 bar.update(task, completed=before + clips)
         else:
-            results = _run_parallel(todo, jobs, lambda: bar.advance(task, clips))
+            results = run_parallel(run_job, todo, jobs, lambda: bar.advance(task, clips))
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
     for job, res in zip(todo, results, strict=True):
         rows[job.contender.name].append(res)
@@ -501,7 +501,10 @@ def run_drift(
     return DriftRun(kind, split, list(seeds), clips, list(contenders), rows, meta)
 
 
-def _run_parallel(todo: list[Job], jobs: int, done: Callable[[], None]) -> list:
+def run_parallel(run: Callable, todo: list, jobs: int, done: Callable[[], None]) -> list:
+    """``run(job)`` for every job in ``jobs`` spawned worker processes (threads split
+    between them, :func:`_worker_init`), results in ``todo``'s order; ``done()`` after
+    each. ``run`` must be a module-level function (it is pickled)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -509,7 +512,7 @@ def _run_parallel(todo: list[Job], jobs: int, done: Callable[[], None]) -> list:
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                              initargs=(threads,)) as pool:  # fmt: skip
-        futures = [pool.submit(run_job, job) for job in todo]
+        futures = [pool.submit(run, job) for job in todo]
         out = []
         for fut in futures:
             out.append(fut.result())

@@ -35,13 +35,10 @@ scenes (paired bootstrap, win counts).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,14 +53,15 @@ from svi.bench.drift import (
     _config_for,
     _key_hash,
     _save_video,
-    _worker_init,
     contender_key,
     load_pipeline,
     model_fingerprint,
     render_scene,
+    run_parallel,
     scene_prompts,
     window,
 )
+from svi.bench.report import _cell
 from svi.errors import SviError
 
 METRICS_VERSION = "driven-v1"
@@ -337,7 +335,8 @@ def run_driven(
                 results[i] = run_driven_job(job)
                 bar.advance(task, clips)
         else:
-            results = _run_parallel(todo, jobs, lambda: bar.advance(task, clips))
+            results = run_parallel(run_driven_job, todo, jobs,
+                                   lambda: bar.advance(task, clips))  # fmt: skip
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
     video: dict[str, list[dict]] = {c.name: [] for c in contenders}
     timing: dict[str, list[float]] = {c.name: [] for c in contenders}
@@ -361,21 +360,6 @@ def _resolve_bundled(contender: Contender, bundle) -> Contender:
         shipped = None if Path(path).exists() else bundle.bundled_lora(str(path))
         loras.append((str(shipped) if shipped else path, scale))
     return replace(contender, loras=tuple(loras))
-
-
-def _run_parallel(todo: list[DrivenJob], jobs: int, done: Callable[[], None]) -> list:
-    import os
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads,)) as pool:  # fmt: skip
-        futures = [pool.submit(run_driven_job, job) for job in todo]
-        out = []
-        for fut in futures:
-            out.append(fut.result())
-            done()
-    return out
 
 
 # -- report ---------------------------------------------------------------------------
@@ -519,14 +503,6 @@ def markdown(report: dict) -> str:
 def _header(first: str, metrics: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     names = [SHORT[m] for m in metrics] + list(extra)
     return [f"| {first} | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
-
-
-def _cell(iv: dict) -> str:
-    if iv["mean"] is None:
-        return "-"
-    if iv["lo"] is None:
-        return f"{iv['mean']:.3f}"
-    return f"{iv['mean']:.3f} [{iv['lo']:.3f}, {iv['hi']:.3f}]"
 
 
 def _pair_cell(pr: dict) -> str:

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from svi.conditions.audio_modules import audio_condition, has_audio_modules
-from svi.conditions.pose import has_pose_encoder, pose_condition, pose_input
+from svi.conditions.adapters import model_condition
+from svi.conditions.audio_modules import audio_condition
+from svi.conditions.pose import pose_condition, pose_input
 from svi.conditions.windows import (
     LatentAudio,
     clip_start_frame,
@@ -38,18 +39,11 @@ from svi.conditions.windows import (
     latent_audio_windows,
 )
 from svi.errors import SviError
+from svi.plan import clips_covering
 
-__all__ = ["AudioDrive", "ClipDrive", "Drive", "PoseDrive", "clips_covering"]
+__all__ = ["AudioDrive", "ClipDrive", "Drive", "PoseDrive"]
 
 CONDITIONS = ("audio", "pose")
-
-
-def clips_covering(frames: int, num_frames: int, motion_frames: int) -> int:
-    """The fewest clips (F frames, M carried) whose stitched video covers ``frames``."""
-    if frames <= num_frames:
-        return 1
-    new = num_frames - motion_frames
-    return 1 + -(-(frames - num_frames) // new)
 
 
 @dataclass
@@ -100,7 +94,8 @@ class Drive:
     guidance: float = 1.0
 
     def default_clips(self, num_frames: int, motion_frames: int) -> int:
-        return clips_covering(self.frames, num_frames, motion_frames)
+        """The fewest clips (F frames, M carried) whose stitched video covers the stream."""
+        return clips_covering(self.frames, num_frames, num_frames - motion_frames)
 
     def check_clips(self, clips: int, num_frames: int, motion_frames: int) -> None:
         """Refuse a length the stream cannot drive (``clips`` 0 = forever)."""
@@ -194,7 +189,7 @@ def _check_guidance(value: float, kind: str) -> None:
 
 def check_model_drive(model: nn.Module, drive: Drive | None) -> None:
     """The model's condition modules and the drive must agree (one clear error)."""
-    has = "audio" if has_audio_modules(model) else "pose" if has_pose_encoder(model) else None
+    has = model_condition(model)
     if drive is None and has is not None:
         flag = "--audio" if has == "audio" else "--pose"
         raise SviError(f"the loaded adapter is an SVI-{'Talk' if has == 'audio' else 'Dance'} "

@@ -284,6 +284,10 @@ def test_bad_driven_inputs_give_one_line_and_exit_2(
                      "drives at most 4 clips"),
         "missing": (["--pose", str(tmp_path / "nope.mp4"), "--lora", pose], "does not exist"),
         "cfg alone": (["--audio-cfg", "2", "--clips", "1"], "need --audio"),
+        "zero frames": (["--audio", str(streams["wav"]), "--lora", audio, "--frames", "0"],
+                        "--frames must be"),
+        "nan guidance": (["--audio", str(streams["wav"]), "--lora", audio, "--audio-cfg",
+                          "nan"], "audio guidance must be"),
         "talk without audio": (["--variant", "talk", "--pose", str(streams["pose"]),
                                 "--lora", pose], "--variant talk is driven by --audio"),
     }  # fmt: skip

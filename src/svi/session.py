@@ -634,7 +634,7 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
     plan = pipe.plan(config, prompts, req.fps)
     drive = _read_drive(req, pipe, plan, variant)
     n_prompts = 1 if plan.first_prompt_only else len(prompts) * plan.prompt_repeat
-    given = req.clips is not None or req.seconds or req.frames or req.forever
+    given = any(x is not None for x in (req.clips, req.seconds, req.frames)) or req.forever
     if drive is not None and not given:  # the video follows the audio / pose stream
         n = drive.default_clips(plan.num_frames, plan.motion_frames)
     else:

@@ -198,7 +198,7 @@ def test_cache_key_survives_new_default_settings() -> None:
 
     base = Contender("base")
     key = drift.contender_key(base, "m", drift.benchmark_config())
-    assert drift._key_hash(key) == "dfce55936045bc12"
+    assert drift.key_hash(key) == "dfce55936045bc12"
 
     @dataclass(frozen=True)
     class Newer(GenerationConfig):
@@ -209,3 +209,41 @@ def test_cache_key_survives_new_default_settings() -> None:
     assert same == key
     changed = drift.contender_key(base, "m", Newer(**{**settings, "newer_setting": "x"}))
     assert changed["config"]["newer_setting"] == "x" and changed != key
+
+
+def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) -> None:
+    """`svi bench reproduce` re-runs a result's first scenes in a fresh cache: identical
+    values pass; a recorded value off by more than its CI half-width fails (exit 1); a
+    LoRA file changed since is refused before any work (exit 2, one line)."""
+    copy = tmp_path / "l.safetensors"
+    copy.write_bytes(Path(lora).read_bytes())
+    contenders = [Contender("base"), Contender("l", loras=((str(copy), 1.0),))]
+    run = _run(model, contenders, tmp_path, clips=3, kind="consistent")
+    write_report(run, GenerationConfig(), tmp_path / "r")
+    result = tmp_path / "r.json"
+    args = ["bench", "reproduce", str(result), "--model", model, "--scenes", "1", "--clips", "3",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| l | background_error | 3 | 1/1 |" in out and "NO" not in out
+    assert "every difference within the recorded CI half-width" in out
+
+    report = json.loads(result.read_text())
+    iv = report["summary"]["l"]["motion"]["3"]
+    report["per_scene"]["l"]["motion"]["3"][0] += iv["hi"] - iv["lo"] + 0.01
+    result.write_text(json.dumps(report))
+    assert main([*args, "--only", "l"]) == 1
+    out = capsys.readouterr().out
+    assert "| l | motion | 3 | 0/1 |" in out and "| NO |" in out and "| base |" not in out
+
+    pipe = SVIPipeline.from_pretrained(model)
+    save_lora(copy, random_lora(pipe.bundle.transformer, rank=3), form="diffusers")
+    for bad, message in [(["--only", "l"], "differ from the result's"),
+                         (["--clips", "2"], "one of the result's horizons"),
+                         (["--only", "nobody"], "no contender nobody")]:  # fmt: skip
+        assert main([*args, *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    (tmp_path / "x.json").write_text("{}")
+    assert main(["bench", "reproduce", str(tmp_path / "x.json")]) == 2
+    assert "not a drift result" in capsys.readouterr().err

@@ -470,6 +470,33 @@ def bench_video(
     typer.echo(json.dumps(report, indent=1) if json_out else text_table(report))
 
 
+@bench_app.command("reproduce")
+def bench_reproduce(
+    result: Path = typer.Argument(..., help="A drift result JSON (benchmarks/results/*.json)."),
+    scenes: int = typer.Option(2, help="The result's first N scenes to re-run."),
+    clips: int = typer.Option(10, help="Clips per rollout: one of the result's horizons."),
+    only: str | None = typer.Option(None, help="Comma-separated contenders (default: all)."),
+    model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
+    jobs: int = typer.Option(1, help="Worker processes (threads are split between them)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Re-run part of a drift result from scratch and compare it per scene (exit 1: differs)."""
+    from svi.bench.reproduce import markdown, reproduce
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    checks = reproduce(result, scenes=scenes, clips=clips, only=names, model=model, jobs=jobs,
+                       progress=progress)  # fmt: skip
+    typer.echo(markdown(checks))
+    values = sum(c.scenes for c in checks)
+    same = sum(c.identical for c in checks)
+    bad = [c for c in checks if not c.ok]
+    typer.echo(f"{same}/{values} per-scene values identical; "
+               + (f"{len(bad)} of {len(checks)} checks outside the recorded CI half-width"
+                  if bad else "every difference within the recorded CI half-width"))  # fmt: skip
+    if bad:
+        raise typer.Exit(1)
+
+
 @bench_app.command("driven")
 def bench_driven(
     condition: str = typer.Option(..., help="audio (SVI-Talk, talking scenes) | pose (Dance)."),

@@ -284,7 +284,7 @@ def contender_key(contender: Contender, model_hash: str, config) -> dict:
     }
 
 
-def _key_hash(key: dict) -> str:
+def key_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -473,14 +473,14 @@ def run_drift(
     motion = SVIPipeline(bundle).plan(config, ["a", "b"]).carried_frames
     grid = bundle.codec.spatial_factor * p.transformer["patch_size"][-1]
     features = FEATURE_VERSION if use_features else None
-    score_key = _key_hash({"metrics": METRICS_VERSION, "features": features, "grid": grid})
+    score_key = key_hash({"metrics": METRICS_VERSION, "features": features, "grid": grid})
     todo = []
     meta_contenders = {}
     for c in contenders:
         key = contender_key(c, model_hash, config)
-        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": _key_hash(key)}
+        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
         for seed in seeds:
-            path = cache_dir / _key_hash(key) / f"{kind}-{seed}.npz"
+            path = cache_dir / key_hash(key) / f"{kind}-{seed}.npz"
             todo.append(Job(model, c, SceneSpec(kind, seed, clips), config, path, score_key,
                             p.num_frames, motion, p.height, grid, use_features))  # fmt: skip
     results: list[list[dict] | None] = [None] * len(todo)

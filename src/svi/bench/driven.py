@@ -51,9 +51,9 @@ from svi.bench.drift import (
     DriftRun,
     _cached_video,
     _config_for,
-    _key_hash,
     _save_video,
     contender_key,
+    key_hash,
     load_pipeline,
     model_fingerprint,
     render_scene,
@@ -321,9 +321,9 @@ def run_driven(
     for c in contenders:
         key = {**contender_key(c, model_hash, config), "driven": METRICS_VERSION,
                "condition": condition}  # fmt: skip
-        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": _key_hash(key)}
+        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
         for seed in seeds:
-            path = cache_dir / _key_hash(key) / f"{kind}-{seed}-{clips}clips.npz"
+            path = cache_dir / key_hash(key) / f"{kind}-{seed}-{clips}clips.npz"
             todo.append(DrivenJob(model, c, condition, seed, clips, config, path, p.num_frames,
                                   motion, p.height, bundle.codec.temporal_factor))  # fmt: skip
     del bundle

@@ -1,0 +1,194 @@
+"""Does a committed drift result reproduce from this checkout? (``svi bench reproduce``)
+
+A drift result's JSON records everything that determines its rollouts: the split, kind
+and scene seeds, the sampler settings, the model and every contender's LoRA files by
+content (the cache key), the metrics and feature versions. This module re-runs some of
+its (contender, scene) pairs from scratch - a fresh cache, the model loaded anew - for a
+short horizon and compares each per-scene value with the recorded one.
+
+Same machine class, same torch: the values are identical. Elsewhere floating point may
+differ in the last bits, and a long rollout amplifies that; the pass criterion is the
+issue's: every difference within the half-width of the contender's recorded 95 % CI at
+that horizon.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from svi.errors import SviError
+
+
+@dataclass(frozen=True)
+class Check:
+    """One (contender, metric, horizon): fresh vs recorded values over the scenes."""
+
+    contender: str
+    metric: str
+    horizon: int
+    scenes: int
+    identical: int
+    max_diff: float  # NaN where both are undefined on every scene
+    half_width: float  # of the recorded CI (the tolerance)
+    ok: bool
+
+
+def load_result(path: Path) -> dict:
+    """A drift result JSON (``svi bench drift --out``), checked for what reproduction needs."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SviError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SviError(f"{path} is not a drift result (not JSON: {exc})") from exc
+    needed = ("protocol", "provenance", "summary", "per_scene")
+    if not isinstance(report, dict) or any(k not in report for k in needed):
+        raise SviError(f"{path} is not a drift result (needs {', '.join(needed)})")
+    return report
+
+
+def _contenders(report: dict, only: list[str] | None):
+    from svi.bench.drift import Contender
+
+    recorded = report["provenance"]["contenders"]
+    names = only or list(recorded)
+    unknown = [n for n in names if n not in recorded]
+    if unknown:
+        raise SviError(f"the result has no contender {', '.join(unknown)} "
+                       f"(it has: {', '.join(recorded)})")  # fmt: skip
+    keep = {f.name for f in fields(Contender)}
+    out = []
+    for name in names:
+        entry = {k: v for k, v in recorded[name].items() if k in keep}
+        entry["loras"] = tuple((str(p), float(s)) for p, s in entry.get("loras", ()))
+        out.append(Contender(**entry))
+    return out
+
+
+def _config(report: dict):
+    from svi.plan import GenerationConfig
+
+    sampler = dict(report["provenance"]["sampler"])
+    known = {f.name for f in fields(GenerationConfig)}
+    gone = sorted(set(sampler) - known)
+    if gone:
+        raise SviError(f"the result used settings this checkout does not have: {', '.join(gone)}")
+    return GenerationConfig(**sampler)
+
+
+def check_settings(report: dict, model: str | None, contenders, config) -> None:
+    """Refuse (one line) where this checkout would not roll out what the result did:
+    another model, another LoRA file, other metrics or features."""
+    from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, model_fingerprint
+    from svi.bench.features import FEATURE_VERSION
+    from svi.models.bundle import load_bundle
+
+    prov = report["provenance"]
+    if prov.get("metrics_version") != METRICS_VERSION:
+        raise SviError(f"the result was scored with metrics {prov.get('metrics_version')}, "
+                       f"this checkout has {METRICS_VERSION}")  # fmt: skip
+    if prov.get("features") not in (None, FEATURE_VERSION):
+        raise SviError(f"the result used world features {prov['features']}, "
+                       f"this checkout has {FEATURE_VERSION}")  # fmt: skip
+    model_hash = model_fingerprint(load_bundle(model))
+    if model_hash != prov.get("model_hash"):
+        raise SviError(
+            f"the model's weights differ from the result's (model hash {model_hash}, "
+            f"recorded {prov.get('model_hash')}); pass the result's --model"
+        )
+    for c in contenders:
+        for path, _ in c.loras:
+            if not Path(path).exists():
+                raise SviError(
+                    f"contender {c.name!r}: LoRA file not found: {path} (paths are "
+                    "relative to where the benchmark ran, the repository root)"
+                )
+        key = key_hash(contender_key(c, model_hash, config))
+        if key != prov["contenders"][c.name]["key_hash"]:
+            raise SviError(f"contender {c.name!r}: its LoRA files or settings differ from the "
+                           "result's (another cache key)")  # fmt: skip
+
+
+def compare(report: dict, run) -> list[Check]:
+    """Every (contender, metric, horizon) of ``run`` that ``report`` also has, compared
+    scene by scene (the run's scenes are the first of the report's)."""
+    from svi.bench.report import _round, metrics_of
+
+    n = len(run.seeds)
+    if run.seeds != report["protocol"]["seeds"][:n]:
+        raise SviError("the run's scenes are not the result's first scenes")
+    checks = []
+    for c in run.contenders:
+        for m in metrics_of(run):
+            for h in run.horizons():
+                recorded = report["per_scene"].get(c.name, {}).get(m, {}).get(str(h))
+                if recorded is None:
+                    continue
+                fresh = _round(run.at_horizon(c.name, m, h))
+                iv = report["summary"][c.name][m][str(h)]
+                half = (iv["hi"] - iv["lo"]) / 2 if iv["lo"] is not None else 0.0
+                diffs = [_diff(a, b) for a, b in zip(fresh, recorded[:n], strict=True)]
+                finite = [d for d in diffs if np.isfinite(d)]
+                max_diff = max(finite) if finite else float("nan")
+                checks.append(Check(c.name, m, h, n, sum(d == 0 for d in diffs), max_diff, half,
+                                    all(d <= half for d in diffs)))  # fmt: skip
+    if not checks:
+        raise SviError("nothing to compare: the run and the result share no horizon")
+    return checks
+
+
+def _diff(a: float | None, b: float | None) -> float:
+    """|a - b|; 0 where both are undefined, infinite where only one is."""
+    if a is None or b is None:
+        return 0.0 if a is None and b is None else float("inf")
+    return abs(a - b)
+
+
+def reproduce(
+    path: Path,
+    *,
+    scenes: int,
+    clips: int,
+    only: list[str] | None = None,
+    model: str | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> list[Check]:
+    """Re-run the first ``scenes`` scenes of a drift result for ``clips`` clips from
+    scratch (a temporary cache) and compare with what it recorded."""
+    from svi.bench.drift import run_drift
+
+    report = load_result(path)
+    proto = report["protocol"]
+    horizons = [int(h) for h in proto["horizons"]]
+    if clips not in horizons:
+        raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
+    if not 1 <= scenes <= len(proto["seeds"]):
+        raise SviError(f"--scenes must be 1..{len(proto['seeds'])}, got {scenes}")
+    if jobs < 1:
+        raise SviError(f"--jobs must be >= 1, got {jobs}")
+    contenders = _contenders(report, only)
+    config = _config(report)
+    check_settings(report, model, contenders, config)
+    with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
+        run = run_drift(model, contenders, proto["seeds"][:scenes], clips, kind=proto["kind"],
+                        split=proto["split"], config=config, cache_dir=Path(cache), jobs=jobs,
+                        use_features=report["provenance"].get("features") is not None,
+                        progress=progress)  # fmt: skip
+    return compare(report, run)
+
+
+def markdown(checks: list[Check]) -> str:
+    rows = ["| contender | metric | clip | identical | max diff | CI half-width | within |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for c in checks:
+        rows.append(
+            f"| {c.contender} | {c.metric} | {c.horizon} | {c.identical}/{c.scenes} | "
+            f"{c.max_diff:.3g} | {c.half_width:.3g} | {'yes' if c.ok else 'NO'} |"
+        )
+    return "\n".join(rows)

@@ -244,6 +244,8 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
         assert main([*args, *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
-    (tmp_path / "x.json").write_text("{}")
-    assert main(["bench", "reproduce", str(tmp_path / "x.json")]) == 2
-    assert "not a drift result" in capsys.readouterr().err
+    for text in ("{}", json.dumps({**report, "protocol": {"horizons": [1]}})):
+        (tmp_path / "x.json").write_text(text)
+        assert main(["bench", "reproduce", str(tmp_path / "x.json")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "drift result" in err[0], err

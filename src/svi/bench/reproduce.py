@@ -164,20 +164,25 @@ def reproduce(
     from svi.bench.drift import run_drift
 
     report = load_result(path)
-    proto = report["protocol"]
-    horizons = [int(h) for h in proto["horizons"]]
+    try:
+        proto = report["protocol"]
+        horizons = [int(h) for h in proto["horizons"]]
+        seeds = [int(s) for s in proto["seeds"]]
+        kind, split = str(proto["kind"]), str(proto["split"])
+        contenders = _contenders(report, only)
+        config = _config(report)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SviError(f"{path} is not a complete drift result (bad or missing {exc})") from exc
     if clips not in horizons:
         raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
-    if not 1 <= scenes <= len(proto["seeds"]):
-        raise SviError(f"--scenes must be 1..{len(proto['seeds'])}, got {scenes}")
+    if not 1 <= scenes <= len(seeds):
+        raise SviError(f"--scenes must be 1..{len(seeds)}, got {scenes}")
     if jobs < 1:
         raise SviError(f"--jobs must be >= 1, got {jobs}")
-    contenders = _contenders(report, only)
-    config = _config(report)
     check_settings(report, model, contenders, config)
     with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
-        run = run_drift(model, contenders, proto["seeds"][:scenes], clips, kind=proto["kind"],
-                        split=proto["split"], config=config, cache_dir=Path(cache), jobs=jobs,
+        run = run_drift(model, contenders, seeds[:scenes], clips, kind=kind,
+                        split=split, config=config, cache_dir=Path(cache), jobs=jobs,
                         use_features=report["provenance"].get("features") is not None,
                         progress=progress)  # fmt: skip
     return compare(report, run)

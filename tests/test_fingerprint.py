@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svi.fingerprint import CHUNK, fingerprint_files, fingerprint_model
+import pytest
+
+from svi import fingerprint
+from svi.fingerprint import CHUNK, fingerprint_files, fingerprint_model, sha256_file
 
 
 def test_fingerprint_sees_head_tail_and_size_changes(tmp_path: Path) -> None:
@@ -47,3 +50,24 @@ def test_whole_file_fingerprint_sees_the_middle(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     assert fingerprint_files([path]) == sampled  # the fast fingerprint does not read it
     assert fingerprint_files([path], whole=True) != whole
+
+
+def test_file_digests_are_read_once_but_never_stale(tmp_path: Path, monkeypatch) -> None:
+    """A settled file is read once per process; a rewrite (even within one timestamp
+    tick, same size) is read again, because a freshly touched file is never remembered."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"a" * 100)
+    first = sha256_file(path)
+    path.write_bytes(b"b" * 100)  # same size, most likely the same coarse timestamp
+    assert sha256_file(path) != first
+    monkeypatch.setattr(fingerprint, "SETTLED_NS", -(10**12))  # treat every file as settled
+    settled = sha256_file(path)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(fingerprint, "open", no_reading, raising=False)
+    assert sha256_file(path) == settled  # remembered
+    path.write_bytes(b"c" * 101)  # a rewrite changes the key: read again
+    with pytest.raises(AssertionError, match="read again"):
+        sha256_file(path)

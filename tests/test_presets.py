@@ -10,7 +10,7 @@ import torch
 
 from svi.checkpoint import load_checkpoint
 from svi.errors import SviError
-from svi.models.bundle import build_world_transformer, load_bundle
+from svi.models.bundle import build_world_transformer, load_bundle, model_dir
 from svi.models.presets import PRESETS, ModelPreset, get_preset
 
 
@@ -55,6 +55,9 @@ def test_unknown_preset_and_bad_model_paths(tmp_path: Path) -> None:
         load_bundle(tmp_path / "nothing")
     with pytest.raises(SviError, match="needs its weights"):
         load_bundle("wan2.1-i2v-14b-480p")
+    with pytest.raises(SviError, match=r"holds neither svi_model\.json"):
+        model_dir(tmp_path)  # resolved without loading, the same errors as load_bundle
+    assert model_dir("world-tiny") == model_dir() == Path(load_bundle().source)
     (tmp_path / "svi_model.json").write_text("{broken")
     with pytest.raises(SviError, match="not valid JSON"):
         load_bundle(tmp_path)

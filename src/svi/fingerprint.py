@@ -9,18 +9,34 @@ Small files (up to 2 MiB, e.g. every LoRA of the embedded model) are hashed whol
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 CHUNK = 1 << 20
 WEIGHT_SUFFIXES = (".safetensors", ".json")
 
 
+# sha256 of files already read by this process, keyed by what a rewrite changes (inode,
+# size, modification and change times in ns). As in git's racy-index rule, a file touched
+# in the last SETTLED_NS is never remembered: timestamps are coarse (a few ms), and two
+# writes within one tick would otherwise share a key.
+_DIGESTS: dict[tuple, str] = {}
+SETTLED_NS = 2_000_000_000
+
+
 def sha256_file(path: str | Path) -> str:
-    """Full sha256 hex digest of one file, read in 1 MiB chunks."""
+    """Full sha256 hex digest of one file, read in 1 MiB chunks (once per process while
+    the file stays unchanged)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS:
+        _DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
 
 

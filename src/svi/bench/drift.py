@@ -240,9 +240,13 @@ def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, enc
 
 # -- contenders x scenes, cached ------------------------------------------------------
 def model_fingerprint(bundle) -> str:
-    """The model's weights by content: every safetensors file in its component folders
-    (not the LoRAs that an embedded model ships beside them), in path order."""
-    root = Path(bundle.source)
+    """The model's weights by content (:func:`weights_fingerprint` of its folder)."""
+    return weights_fingerprint(Path(bundle.source))
+
+
+def weights_fingerprint(root: Path) -> str:
+    """A model folder's weights by content: every safetensors file in its component
+    folders (not the LoRAs that an embedded model ships beside them), in path order."""
     weights = sorted(p for p in root.rglob("*.safetensors") if p.parent != root)
     digest = hashlib.sha256()
     for path in weights:

@@ -61,7 +61,7 @@ from svi.bench.drift import (
     scene_prompts,
     window,
 )
-from svi.bench.report import _cell
+from svi.bench.report import _cell, _pair_cell
 from svi.errors import SviError
 
 METRICS_VERSION = "driven-v1"
@@ -503,14 +503,6 @@ def markdown(report: dict) -> str:
 def _header(first: str, metrics: list[str], extra: tuple[str, ...] = ()) -> list[str]:
     names = [SHORT[m] for m in metrics] + list(extra)
     return [f"| {first} | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
-
-
-def _pair_cell(pr: dict) -> str:
-    d = pr["diff"]
-    if d["n"] == 0 or d["lo"] is None:
-        return "-" if d["mean"] is None else f"{d['mean']:+.3f} {pr['wins']}/{d['n']}"
-    text = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] {pr['wins']}/{d['n']}"
-    return f"**{text}**" if pr["significant"] else text
 
 
 def plot(report: dict, path: Path) -> None:

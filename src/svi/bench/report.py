@@ -201,7 +201,7 @@ def _cell(iv: dict) -> str:
 def _pair_cell(pr: dict) -> str:
     d = pr["diff"]
     if d["n"] == 0 or d["lo"] is None:
-        return "-" if d["mean"] is None else f"{d['mean']:+.3f}"
+        return "-" if d["mean"] is None else f"{d['mean']:+.3f} {pr['wins']}/{d['n']}"
     text = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] {pr['wins']}/{d['n']}"
     return f"**{text}**" if pr["significant"] else text
 

@@ -47,7 +47,7 @@ def load_result(path: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SviError(f"{path} is not a drift result (not JSON: {exc})") from exc
     needed = ("protocol", "provenance", "summary", "per_scene")
-    if not isinstance(report, dict) or any(k not in report for k in needed):
+    if not isinstance(report, dict) or any(not isinstance(report.get(k), dict) for k in needed):
         raise SviError(f"{path} is not a drift result (needs {', '.join(needed)})")
     return report
 
@@ -84,9 +84,9 @@ def _config(report: dict):
 def check_settings(report: dict, model: str | None, contenders, config) -> None:
     """Refuse (one line) where this checkout would not roll out what the result did:
     another model, another LoRA file, other metrics or features."""
-    from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, model_fingerprint
+    from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, weights_fingerprint
     from svi.bench.features import FEATURE_VERSION
-    from svi.models.bundle import load_bundle
+    from svi.models.bundle import model_dir
 
     prov = report["provenance"]
     if prov.get("metrics_version") != METRICS_VERSION:
@@ -95,7 +95,7 @@ def check_settings(report: dict, model: str | None, contenders, config) -> None:
     if prov.get("features") not in (None, FEATURE_VERSION):
         raise SviError(f"the result used world features {prov['features']}, "
                        f"this checkout has {FEATURE_VERSION}")  # fmt: skip
-    model_hash = model_fingerprint(load_bundle(model))
+    model_hash = weights_fingerprint(model_dir(model))  # without loading it
     if model_hash != prov.get("model_hash"):
         raise SviError(
             f"the model's weights differ from the result's (model hash {model_hash}, "
@@ -130,8 +130,7 @@ def compare(report: dict, run) -> list[Check]:
                 if recorded is None:
                     continue
                 fresh = _round(run.at_horizon(c.name, m, h))
-                iv = report["summary"][c.name][m][str(h)]
-                half = (iv["hi"] - iv["lo"]) / 2 if iv["lo"] is not None else 0.0
+                half = _half_width(report, c.name, m, h)
                 diffs = [_diff(a, b) for a, b in zip(fresh, recorded[:n], strict=True)]
                 finite = [d for d in diffs if np.isfinite(d)]
                 max_diff = max(finite) if finite else float("nan")
@@ -140,6 +139,24 @@ def compare(report: dict, run) -> list[Check]:
     if not checks:
         raise SviError("nothing to compare: the run and the result share no horizon")
     return checks
+
+
+def _half_width(report: dict, name: str, metric: str, horizon: int) -> float:
+    """Half the recorded 95 % CI of ``metric`` (0 where it is undefined)."""
+    try:
+        iv = report["summary"].get(name, {}).get(metric, {}).get(str(horizon))
+        return 0.0 if iv["lo"] is None else (iv["hi"] - iv["lo"]) / 2
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SviError(f"the result has per-scene {metric} of {name} at clip {horizon} but "
+                       f"no summary interval for it (bad or missing {exc})") from None  # fmt: skip
+
+
+def _check_intervals(report: dict, names: list[str]) -> None:
+    """Every recorded per-scene series has its interval (checked before any work)."""
+    for name in names:
+        for metric, by_horizon in report["per_scene"].get(name, {}).items():
+            for h in by_horizon:
+                _half_width(report, name, metric, int(h))
 
 
 def _diff(a: float | None, b: float | None) -> float:
@@ -171,6 +188,7 @@ def reproduce(
         kind, split = str(proto["kind"]), str(proto["split"])
         contenders = _contenders(report, only)
         config = _config(report)
+        _check_intervals(report, [c.name for c in contenders])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SviError(f"{path} is not a complete drift result (bad or missing {exc})") from exc
     if clips not in horizons:

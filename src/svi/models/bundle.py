@@ -141,8 +141,21 @@ def _load_world_dir(path: Path, preset_name: str | None) -> ModelBundle:
     )
 
 
+def model_dir(model: str | Path | None = None, preset: str | None = None) -> Path:
+    """The folder ``load_bundle`` would load, resolved without loading any weights."""
+    return _resolve(model, preset)[0]
+
+
 def load_bundle(model: str | Path | None = None, preset: str | None = None) -> ModelBundle:
     """Load a model by preset name, world checkpoint dir or Wan folder (see module doc)."""
+    path, embedded = _resolve(model, preset)
+    if (path / MODEL_FILE).exists():
+        return _load_world_dir(path, embedded)
+    return _load_wan_dir(path, preset)
+
+
+def _resolve(model: str | Path | None, preset: str | None) -> tuple[Path, str | None]:
+    """(the model's folder, the embedded preset's name where ``model`` names one)."""
     if model is None:
         model = preset or "world-tiny"
     path = Path(model)
@@ -156,14 +169,12 @@ def load_bundle(model: str | Path | None = None, preset: str | None = None) -> M
         path = embedded_dir(p.name)
         if not (path / MODEL_FILE).exists():
             raise SviError(f"the embedded {p.name} checkpoint is missing from {path}")
-        return _load_world_dir(path, p.name)
+        return path, p.name
     if not path.exists():
         raise SviError(f"model {model} is neither a preset nor an existing folder")
-    if (path / MODEL_FILE).exists():
-        return _load_world_dir(path, None)
-    if (path / "model_index.json").exists():
-        return _load_wan_dir(path, preset)
-    raise SviError(f"{path} holds neither {MODEL_FILE} (svi world model) nor model_index.json")
+    if not (path / MODEL_FILE).exists() and not (path / "model_index.json").exists():
+        raise SviError(f"{path} holds neither {MODEL_FILE} (svi world model) nor model_index.json")
+    return path, None
 
 
 def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:

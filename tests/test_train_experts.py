@@ -169,6 +169,48 @@ def test_resume_of_a_both_run_is_bit_identical(
     assert logs[0] == logs[1] and len(logs[0]) == 3
 
 
+def test_both_experts_train_in_two_processes(a14b: Path, recipe: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo), ``--expert both``: every process routes a step
+    to the same expert (else DDP would wait forever), both LoRAs train, the shared ERFT
+    banks agree, and the CLI reports once."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from svi.config import TrainConfig
+    from svi.models.presets import get_preset
+    from svi.train import draw_sigmas
+
+    steps, shift = 4, get_preset("wan2.2-i2v-a14b").shift
+    config = TrainConfig(expert="both", lora_rank=4)  # the recipe's seed (0)
+    gen = torch.Generator()
+    drawn = {bool((draw_sigmas(1, gen, shift, config, k, BOUNDARY) >= BOUNDARY).all())
+             for k in range(steps)}  # fmt: skip
+    assert drawn == {True, False}  # the run below meets both experts
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace(
+        "capacity = 4\n", 'capacity = 4\nshare_errors = "always"\n'), encoding="utf-8")  # fmt: skip
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    run = tmp_path / "run"
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "svi.cli", "train", "--model", str(a14b),
+           "--recipe", str(recipe), *CLIP, "--out", str(run), "--no-progress", "--expert", "both",
+           "--erft", "--steps", str(steps)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("model written to") == 1
+    for expert in ("high", "low"):  # LoRA B starts at zero: nonzero means it trained
+        lora = load_file(str(run / "final" / f"svi_lora_{expert}.safetensors"))
+        ups = [v for k, v in lora.items() if "lora_B" in k]
+        assert ups and any(bool(v.abs().max() > 0) for v in ups), expert
+    ckpt = list_checkpoints(run)[-1]
+    a = load_file(str(ckpt / "extra.safetensors"))
+    b = load_file(str(ckpt / "extra-rank1.safetensors"))
+    keys = [k for k in a if k.startswith("bank.") and not k.endswith("generator")]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+
+
 @pytest.fixture(scope="module")
 def wan21(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_wan_folder(tmp_path_factory.mktemp("wan21"), "wan2.1-i2v-14b-480p")

@@ -151,7 +151,10 @@ def train(
                             width=width, num_frames=num_frames, lora_rank=lora_rank, expert=expert,
                             steps=steps, batch_size=batch_size, seed=seed)  # fmt: skip
     final = run_training(config, out, resume=resume, progress=progress)
-    typer.echo(f"model written to {final}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line, not one per process
+        typer.echo(f"model written to {final}")
 
 
 @app.command()

@@ -246,10 +246,10 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
         assert len(err) == 1 and message in err[0], err
     no_interval = json.loads(json.dumps(report))
     del no_interval["summary"]["base"]["motion"]["3"]
-    for text, message in [("{}", "not a drift result"),
-                          (json.dumps({**report, "summary": []}), "not a drift result"),
-                          (json.dumps({**report, "protocol": {"horizons": [1]}}), "drift result"),
-                          (json.dumps(no_interval), "base at clip 3 but no summary")]:  # fmt: skip
+    for text, message in [("{}", "not a benchmark result"),
+                          (json.dumps({**report, "summary": []}), "not a benchmark result"),
+                          (json.dumps({**report, "protocol": {"horizons": [1]}}), "complete"),
+                          (json.dumps(no_interval), "base at clip 3 but no valid")]:  # fmt: skip
         (tmp_path / "x.json").write_text(text)
         assert main(["bench", "reproduce", str(tmp_path / "x.json")]) == 2
         err = capsys.readouterr().err.strip().splitlines()

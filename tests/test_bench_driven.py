@@ -135,3 +135,35 @@ def test_the_pipeline_refuses_a_drive_its_adapter_was_not_trained_for(setup, tmp
     with pytest.raises(SviError, match="--pose needs an adapter trained with the pose"):
         driven.run_driven_job(job)
     assert not (tmp_path / "v.npz").exists()
+
+
+def test_reproduce_a_driven_result_at_its_length(setup, tmp_path: Path, capsys) -> None:
+    """`svi bench reproduce` re-runs a driven result's first scene at the result's own
+    length: every clip and whole-video value identical; a recorded video value off by more
+    than its CI half-width fails (exit 1); another --clips is one error line (exit 2)."""
+    code, report = _bench(setup, "audio", tmp_path / "talk")
+    assert code == 0 and report is not None
+    capsys.readouterr()
+    result = tmp_path / "talk.json"
+    args = ["bench", "reproduce", str(result), "--model", setup["model"], "--scenes", "1",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| one | sync_lag_r (video) | 2 | 1/1 |" in out and "| wan | psnr | 2 | 1/1 |" in out
+    assert "| NO |" not in out and "every difference within" in out
+
+    iv = report["video_summary"]["one"]["sync_lag_r"]
+    report["per_scene_video"]["one"]["sync_lag_r"][0] += iv["hi"] - iv["lo"] + 0.01
+    result.write_text(json.dumps(report), encoding="utf-8")
+    assert main([*args, "--only", "one"]) == 1
+    out = capsys.readouterr().out
+    assert "| one | sync_lag_r (video) | 2 | 0/1 |" in out and "| wan |" not in out
+
+    for edit, extra, message in [(None, ["--clips", "1"], "re-run at its full length"),
+                                 ("sync_overall", [], "over the video but no valid")]:  # fmt: skip
+        if edit:
+            del report["video_summary"]["one"][edit]
+            result.write_text(json.dumps(report), encoding="utf-8")
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -475,15 +475,22 @@ def bench_video(
 
 @bench_app.command("reproduce")
 def bench_reproduce(
-    result: Path = typer.Argument(..., help="A drift result JSON (benchmarks/results/*.json)."),
+    result: Path = typer.Argument(
+        ..., help="A drift or driven result JSON (benchmarks/results/*.json)."
+    ),
     scenes: int = typer.Option(2, help="The result's first N scenes to re-run."),
-    clips: int = typer.Option(10, help="Clips per rollout: one of the result's horizons."),
+    clips: int | None = typer.Option(
+        None,
+        help="Clips per rollout: one of a drift result's horizons (default 10); a "
+        "driven result is re-run at its own length.",
+    ),
     only: str | None = typer.Option(None, help="Comma-separated contenders (default: all)."),
     model: str | None = typer.Option(None, help="Base model (default: embedded world-tiny)."),
     jobs: int = typer.Option(1, help="Worker processes (threads are split between them)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Re-run part of a drift result from scratch and compare it per scene (exit 1: differs)."""
+    """Re-run part of a benchmark result from scratch and compare it per scene (exit 1:
+    differs)."""
     from svi.bench.reproduce import markdown, reproduce
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None

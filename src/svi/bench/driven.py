@@ -245,6 +245,13 @@ class DrivenRun(DriftRun):
     def video_values(self, name: str, metric: str) -> np.ndarray:
         return np.asarray([v[metric] for v in self.video[name]], dtype=float)
 
+    def at_horizon(self, name: str, metric: str, h: int) -> np.ndarray:
+        """(scenes,) mean of the last ``window(h)`` clips up to clip ``h``; an infinite
+        PSNR (identical frames) is left out."""
+        c = self.curve(name, metric)[:, max(0, h - window(h)) : h]
+        c[~np.isfinite(c)] = np.nan
+        return _quiet_nanmean(c, 1)
+
     def degenerate(self, name: str, h: int) -> tuple[int, int]:
         """(degenerate clips, clips) in the horizon window of every scene (talking)."""
         c = self.curve(name, "sync_degenerate")[:, max(0, h - window(h)) : h]
@@ -319,8 +326,7 @@ def run_driven(
     kind = KIND_OF[condition]
     todo, meta_contenders = [], {}
     for c in contenders:
-        key = {**contender_key(c, model_hash, config), "driven": METRICS_VERSION,
-               "condition": condition}  # fmt: skip
+        key = driven_key(c, model_hash, config, condition)
         meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
         for seed in seeds:
             path = cache_dir / key_hash(key) / f"{kind}-{seed}-{clips}clips.npz"
@@ -351,6 +357,12 @@ def run_driven(
             "clips_generated": {n: len(t) for n, t in timing.items()}}  # fmt: skip
     return DrivenRun(kind, split, list(seeds), clips, list(contenders), rows, meta,
                      condition=condition, video=video)  # fmt: skip
+
+
+def driven_key(contender: Contender, model_hash: str, config, condition: str) -> dict:
+    """The video cache key of a driven rollout: the drift key, the metrics, the condition."""
+    return {**contender_key(contender, model_hash, config), "driven": METRICS_VERSION,
+            "condition": condition}  # fmt: skip
 
 
 def _resolve_bundled(contender: Contender, bundle) -> Contender:
@@ -392,12 +404,6 @@ def curve_bands(run: DrivenRun, name: str) -> dict:
     return out
 
 
-def _at(run: DrivenRun, name: str, metric: str, h: int) -> np.ndarray:
-    c = run.curve(name, metric)[:, max(0, h - window(h)) : h]
-    c[~np.isfinite(c)] = np.nan  # an infinite PSNR (identical frames) is left out
-    return _quiet_nanmean(c, 1)
-
-
 def build_report(run: DrivenRun, config, command: str = "") -> dict:
     from svi import __version__
     from svi.bench.report import _commit
@@ -405,6 +411,7 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
     names = [c.name for c in run.contenders]
     hs = run.horizons()
     cm, vm = run.clip_metrics(), run.video_metrics()
+    at = run.at_horizon
     first = names[0]
     reasons = []
     if run.split != "test":
@@ -429,17 +436,17 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
             "sampler": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},
             **run.meta,
         },
-        "summary": {n: {m: {str(h): stats.mean_ci(_at(run, n, m, h)).to_dict() for h in hs}
+        "summary": {n: {m: {str(h): stats.mean_ci(at(n, m, h)).to_dict() for h in hs}
                         for m in cm} for n in names},
         "video_summary": {n: {m: stats.mean_ci(run.video_values(n, m)).to_dict() for m in vm}
                           for n in names},
         "paired": {f"{first} vs {o}": {
-            m: {str(h): stats.paired(_at(run, first, m, h), _at(run, o, m, h), b).to_dict()
+            m: {str(h): stats.paired(at(first, m, h), at(o, m, h), b).to_dict()
                 for h in hs} for m, (b, _) in cm.items()} for o in names[1:]},
         "video_paired": {f"{first} vs {o}": {
             m: stats.paired(run.video_values(first, m), run.video_values(o, m), b).to_dict()
             for m, (b, _) in vm.items()} for o in names[1:]},
-        "per_scene": {n: {m: {str(h): _round(_at(run, n, m, h)) for h in hs} for m in cm}
+        "per_scene": {n: {m: {str(h): _round(at(n, m, h)) for h in hs} for m in cm}
                       for n in names},
         "per_scene_video": {n: {m: _round(run.video_values(n, m)) for m in vm} for n in names},
         "curves": {n: curve_bands(run, n) for n in names},

@@ -1,10 +1,15 @@
-"""Does a committed drift result reproduce from this checkout? (``svi bench reproduce``)
+"""Does a committed benchmark result reproduce from this checkout? (``svi bench reproduce``)
 
-A drift result's JSON records everything that determines its rollouts: the split, kind
-and scene seeds, the sampler settings, the model and every contender's LoRA files by
-content (the cache key), the metrics and feature versions. This module re-runs some of
-its (contender, scene) pairs from scratch - a fresh cache, the model loaded anew - for a
-short horizon and compares each per-scene value with the recorded one.
+A drift or driven result's JSON records everything that determines its rollouts: the
+split, kind (or condition) and scene seeds, the sampler settings, the model and every
+contender's LoRA files by content (the cache key), the metrics and feature versions.
+This module re-runs some of its (contender, scene) pairs from scratch - a fresh cache,
+the model loaded anew - and compares each per-scene value with the recorded one.
+
+A drift rollout's first h clips do not depend on its length, so a short run checks a
+long result at horizon h. A driven rollout's last clip owns the final carried frames and
+hears the end of the track, and its whole-video metrics span it all: a driven result is
+re-run at its full length.
 
 Same machine class, same torch: the values are identical. Elsewhere floating point may
 differ in the last bits, and a long rollout amplifies that; the pass criterion is the
@@ -39,16 +44,17 @@ class Check:
 
 
 def load_result(path: Path) -> dict:
-    """A drift result JSON (``svi bench drift --out``), checked for what reproduction needs."""
+    """A result JSON (``svi bench drift`` / ``driven --out``), checked for what
+    reproduction needs."""
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise SviError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SviError(f"{path} is not a drift result (not JSON: {exc})") from exc
+        raise SviError(f"{path} is not a benchmark result (not JSON: {exc})") from exc
     needed = ("protocol", "provenance", "summary", "per_scene")
     if not isinstance(report, dict) or any(not isinstance(report.get(k), dict) for k in needed):
-        raise SviError(f"{path} is not a drift result (needs {', '.join(needed)})")
+        raise SviError(f"{path} is not a benchmark result (needs {', '.join(needed)})")
     return report
 
 
@@ -81,17 +87,23 @@ def _config(report: dict):
     return GenerationConfig(**sampler)
 
 
+def _driven(report: dict) -> bool:
+    return report["protocol"].get("benchmark") == "driven"
+
+
 def check_settings(report: dict, model: str | None, contenders, config) -> None:
     """Refuse (one line) where this checkout would not roll out what the result did:
     another model, another LoRA file, other metrics or features."""
+    from svi.bench import driven
     from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, weights_fingerprint
     from svi.bench.features import FEATURE_VERSION
     from svi.models.bundle import model_dir
 
     prov = report["provenance"]
-    if prov.get("metrics_version") != METRICS_VERSION:
+    version = driven.METRICS_VERSION if _driven(report) else METRICS_VERSION
+    if prov.get("metrics_version") != version:
         raise SviError(f"the result was scored with metrics {prov.get('metrics_version')}, "
-                       f"this checkout has {METRICS_VERSION}")  # fmt: skip
+                       f"this checkout has {version}")  # fmt: skip
     if prov.get("features") not in (None, FEATURE_VERSION):
         raise SviError(f"the result used world features {prov['features']}, "
                        f"this checkout has {FEATURE_VERSION}")  # fmt: skip
@@ -108,47 +120,67 @@ def check_settings(report: dict, model: str | None, contenders, config) -> None:
                     f"contender {c.name!r}: LoRA file not found: {path} (paths are "
                     "relative to where the benchmark ran, the repository root)"
                 )
-        key = key_hash(contender_key(c, model_hash, config))
-        if key != prov["contenders"][c.name]["key_hash"]:
+        if _driven(report):
+            key = driven.driven_key(c, model_hash, config, report["protocol"]["condition"])
+        else:
+            key = contender_key(c, model_hash, config)
+        if key_hash(key) != prov["contenders"][c.name]["key_hash"]:
             raise SviError(f"contender {c.name!r}: its LoRA files or settings differ from the "
                            "result's (another cache key)")  # fmt: skip
 
 
 def compare(report: dict, run) -> list[Check]:
     """Every (contender, metric, horizon) of ``run`` that ``report`` also has, compared
-    scene by scene (the run's scenes are the first of the report's)."""
-    from svi.bench.report import _round, metrics_of
+    scene by scene (the run's scenes are the first of the report's); a driven run's
+    whole-video metrics too (at its last clip)."""
+    from svi.bench.report import metrics_of
 
     n = len(run.seeds)
     if run.seeds != report["protocol"]["seeds"][:n]:
         raise SviError("the run's scenes are not the result's first scenes")
+    driven = _driven(report)
     checks = []
     for c in run.contenders:
-        for m in metrics_of(run):
+        for m in list(run.clip_metrics()) if driven else metrics_of(run):
             for h in run.horizons():
                 recorded = report["per_scene"].get(c.name, {}).get(m, {}).get(str(h))
-                if recorded is None:
-                    continue
-                fresh = _round(run.at_horizon(c.name, m, h))
-                half = _half_width(report, c.name, m, h)
-                diffs = [_diff(a, b) for a, b in zip(fresh, recorded[:n], strict=True)]
-                finite = [d for d in diffs if np.isfinite(d)]
-                max_diff = max(finite) if finite else float("nan")
-                checks.append(Check(c.name, m, h, n, sum(d == 0 for d in diffs), max_diff, half,
-                                    all(d <= half for d in diffs)))  # fmt: skip
+                if recorded is not None:
+                    half = _half_width(report, c.name, m, h)
+                    checks.append(_check(c.name, m, h, run.at_horizon(c.name, m, h),
+                                         recorded[:n], half))  # fmt: skip
+        for m in run.video_metrics() if driven else ():
+            recorded = report["per_scene_video"][c.name][m][:n]
+            half = _half_width(report, c.name, m, None)
+            checks.append(_check(c.name, f"{m} (video)", run.clips,
+                                 run.video_values(c.name, m), recorded, half))  # fmt: skip
     if not checks:
         raise SviError("nothing to compare: the run and the result share no horizon")
     return checks
 
 
-def _half_width(report: dict, name: str, metric: str, horizon: int) -> float:
-    """Half the recorded 95 % CI of ``metric`` (0 where it is undefined)."""
+def _check(name: str, metric: str, h: int, fresh, recorded: list, half: float) -> Check:
+    from svi.bench.report import _round
+
+    diffs = [_diff(a, b) for a, b in zip(_round(fresh), recorded, strict=True)]
+    finite = [d for d in diffs if np.isfinite(d)]
+    return Check(name, metric, h, len(diffs), sum(d == 0 for d in diffs),
+                 max(finite) if finite else float("nan"), half,
+                 all(d <= half for d in diffs))  # fmt: skip
+
+
+def _half_width(report: dict, name: str, metric: str, horizon: int | None) -> float:
+    """Half the recorded 95 % CI of ``metric`` at ``horizon`` (``None``: a driven
+    whole-video metric); 0 where it is undefined."""
     try:
-        iv = report["summary"].get(name, {}).get(metric, {}).get(str(horizon))
+        if horizon is None:
+            iv = report["video_summary"].get(name, {}).get(metric)
+        else:
+            iv = report["summary"].get(name, {}).get(metric, {}).get(str(horizon))
         return 0.0 if iv["lo"] is None else (iv["hi"] - iv["lo"]) / 2
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SviError(f"the result has per-scene {metric} of {name} at clip {horizon} but "
-                       f"no summary interval for it (bad or missing {exc})") from None  # fmt: skip
+    except (KeyError, TypeError, AttributeError):
+        where = "over the video" if horizon is None else f"at clip {horizon}"
+        raise SviError(f"the result has per-scene {metric} of {name} {where} but no "
+                       "valid summary interval for it") from None  # fmt: skip
 
 
 def _check_intervals(report: dict, names: list[str]) -> None:
@@ -157,6 +189,8 @@ def _check_intervals(report: dict, names: list[str]) -> None:
         for metric, by_horizon in report["per_scene"].get(name, {}).items():
             for h in by_horizon:
                 _half_width(report, name, metric, int(h))
+        for metric in report.get("per_scene_video", {}).get(name, {}) if _driven(report) else ():
+            _half_width(report, name, metric, None)
 
 
 def _diff(a: float | None, b: float | None) -> float:
@@ -170,27 +204,35 @@ def reproduce(
     path: Path,
     *,
     scenes: int,
-    clips: int,
+    clips: int | None = None,
     only: list[str] | None = None,
     model: str | None = None,
     jobs: int = 1,
     progress: bool = True,
 ) -> list[Check]:
-    """Re-run the first ``scenes`` scenes of a drift result for ``clips`` clips from
-    scratch (a temporary cache) and compare with what it recorded."""
+    """Re-run the first ``scenes`` scenes of a result from scratch (a temporary cache) -
+    a drift result for ``clips`` clips (default 10), a driven one at its own length - and
+    compare with what it recorded."""
     from svi.bench.drift import run_drift
+    from svi.bench.driven import run_driven
 
     report = load_result(path)
     try:
         proto = report["protocol"]
         horizons = [int(h) for h in proto["horizons"]]
         seeds = [int(s) for s in proto["seeds"]]
-        kind, split = str(proto["kind"]), str(proto["split"])
+        split = str(proto["split"])
+        kind = str(proto["condition"] if _driven(report) else proto["kind"])
+        length = int(proto["clips"]) if _driven(report) else None
         contenders = _contenders(report, only)
         config = _config(report)
         _check_intervals(report, [c.name for c in contenders])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SviError(f"{path} is not a complete drift result (bad or missing {exc})") from exc
+        raise SviError(f"{path} is not a complete benchmark result (bad or missing {exc})") from exc
+    if length is not None and clips not in (None, length):
+        raise SviError(f"a driven result is re-run at its full length (its last clip and "
+                       f"video metrics depend on it): --clips {length}, got {clips}")  # fmt: skip
+    clips = length or clips or 10
     if clips not in horizons:
         raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
     if not 1 <= scenes <= len(seeds):
@@ -199,10 +241,14 @@ def reproduce(
         raise SviError(f"--jobs must be >= 1, got {jobs}")
     check_settings(report, model, contenders, config)
     with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
-        run = run_drift(model, contenders, seeds[:scenes], clips, kind=kind,
-                        split=split, config=config, cache_dir=Path(cache), jobs=jobs,
-                        use_features=report["provenance"].get("features") is not None,
-                        progress=progress)  # fmt: skip
+        common = dict(split=split, config=config, cache_dir=Path(cache), jobs=jobs,
+                      progress=progress)  # fmt: skip
+        if length is not None:
+            run = run_driven(model, contenders, seeds[:scenes], clips, condition=kind, **common)
+        else:
+            run = run_drift(model, contenders, seeds[:scenes], clips, kind=kind,
+                            use_features=report["provenance"].get("features") is not None,
+                            **common)  # fmt: skip
     return compare(report, run)
 
 

@@ -124,8 +124,13 @@ def test_world_model_takes_only_the_structure(tmp_path):
     assert (plan.padding, plan.motion_frames, plan.seed_stride) == ("zeros", 1, 42)
     assert (plan.steps, plan.cfg, plan.fps, plan.negative_prompt) == (
         preset.steps, preset.cfg, preset.fps, preset.negative_prompt)  # fmt: skip
-    with pytest.raises(SviError, match="carries 5 frames; a clip has 5"):
-        pipe.plan(GenerationConfig(variant="film", clips=2), ["a", "b"])  # M = 5 of F = 5
+    # M = 5 of F = 5: the error names where M came from
+    with pytest.raises(SviError, match=r"^--variant film \(motion frames 5; override with "
+                       r"--motion-frames\): carries 5 frames; a \S+ clip has 5$"):  # fmt: skip
+        pipe.plan(GenerationConfig(variant="film", clips=2), ["a", "b"])
+    with pytest.raises(SviError, match=r"^--motion-frames 5: carries 5 frames"):
+        pipe.plan(GenerationConfig(variant="film", motion_frames=5, clips=2), ["a", "b"])
+    assert pipe.plan(GenerationConfig(variant="film", motion_frames=2, clips=2), ["a", "b"])
 
 
 def test_seed_stride_is_42_everywhere(wan21):

@@ -195,13 +195,20 @@ def resolve_plan(
         preset.stream_motion_frames if multi_prompt and not first_only else preset.motion_frames
     )
     m = _int("--motion-frames", s.get("motion_frames", default_m), 1)
+    # where m came from, for the errors: the user's flag, the variant or the model
+    if config.motion_frames is not None:
+        said = f"--motion-frames {m}"
+    elif "variant" in s:
+        said = f"--variant {s['variant']} (motion frames {m}; override with --motion-frames)"
+    else:
+        said = f"the {preset.name} default motion frames ({m})"
     reserved = 1 if padding == "anchor-first" else 0  # latent frame 0 holds the anchor
     if handoff == "latent" and m + reserved >= latent_frames:
-        raise SviError(f"--motion-frames {m} latent frames leave nothing to generate in a clip "
+        raise SviError(f"{said}: {m} latent frames leave nothing to generate in a clip "
                        f"of {latent_frames} latent frames")  # fmt: skip
     carried = carried_pixels(handoff, m, temporal_factor)
     if carried >= f:
-        raise SviError(f"--motion-frames {m} carries {carried} frames; a clip has {f}")
+        raise SviError(f"{said}: carries {carried} frames; a {preset.name} clip has {f}")
     stitch = s.get("stitch", "tail")
     if stitch not in STITCHES:
         raise SviError(f"unknown stitching {stitch!r}; use 'tail' or 'head'")

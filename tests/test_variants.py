@@ -133,6 +133,11 @@ def test_world_model_takes_only_the_structure(tmp_path):
     assert pipe.plan(GenerationConfig(variant="film", motion_frames=2, clips=2), ["a", "b"])
 
 
+def test_latent_motion_frames_must_leave_room(wan21):
+    with pytest.raises(SviError, match=r"^--motion-frames 99: 99 latent frames leave nothing"):
+        wan21.plan(GenerationConfig(handoff="latent", motion_frames=99), ["a"])
+
+
 def test_seed_stride_is_42_everywhere(wan21):
     assert wan21.plan(GenerationConfig(clips=3), ["a"]).clip_seed(3) == 126
     plan = wan21.plan(GenerationConfig(clips=3, seed=5, seed_stride=7), ["a"])

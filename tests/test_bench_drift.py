@@ -240,6 +240,7 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
     save_lora(copy, random_lora(pipe.bundle.transformer, rank=3), form="diffusers")
     for bad, message in [(["--only", "l"], "differ from the result's"),
                          (["--clips", "2"], "one of the result's horizons"),
+                         (["--clips", "0"], "horizons [1, 3], got 0"),
                          (["--only", "nobody"], "no contender nobody")]:  # fmt: skip
         assert main([*args, *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -149,10 +149,11 @@ def compare(report: dict, run) -> list[Check]:
                     checks.append(_check(c.name, m, h, run.at_horizon(c.name, m, h),
                                          recorded[:n], half))  # fmt: skip
         for m in run.video_metrics() if driven else ():
-            recorded = report["per_scene_video"][c.name][m][:n]
-            half = _half_width(report, c.name, m, None)
-            checks.append(_check(c.name, f"{m} (video)", run.clips,
-                                 run.video_values(c.name, m), recorded, half))  # fmt: skip
+            recorded = report.get("per_scene_video", {}).get(c.name, {}).get(m)
+            if recorded is not None:
+                half = _half_width(report, c.name, m, None)
+                checks.append(_check(c.name, f"{m} (video)", run.clips,
+                                     run.video_values(c.name, m), recorded[:n], half))  # fmt: skip
     if not checks:
         raise SviError("nothing to compare: the run and the result share no horizon")
     return checks
@@ -222,7 +223,9 @@ def reproduce(
         horizons = [int(h) for h in proto["horizons"]]
         seeds = [int(s) for s in proto["seeds"]]
         split = str(proto["split"])
-        kind = str(proto["condition"] if _driven(report) else proto["kind"])
+        # a drift result's scene kind; a driven one's condition and rollout length
+        kind = None if _driven(report) else str(proto["kind"])
+        condition = str(proto["condition"]) if _driven(report) else None
         length = int(proto["clips"]) if _driven(report) else None
         contenders = _contenders(report, only)
         config = _config(report)
@@ -232,7 +235,7 @@ def reproduce(
     if length is not None and clips not in (None, length):
         raise SviError(f"a driven result is re-run at its full length (its last clip and "
                        f"video metrics depend on it): --clips {length}, got {clips}")  # fmt: skip
-    clips = length or clips or 10
+    clips = length if length is not None else 10 if clips is None else clips
     if clips not in horizons:
         raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
     if not 1 <= scenes <= len(seeds):
@@ -243,8 +246,9 @@ def reproduce(
     with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
         common = dict(split=split, config=config, cache_dir=Path(cache), jobs=jobs,
                       progress=progress)  # fmt: skip
-        if length is not None:
-            run = run_driven(model, contenders, seeds[:scenes], clips, condition=kind, **common)
+        if condition is not None:
+            run = run_driven(model, contenders, seeds[:scenes], clips, condition=condition,
+                             **common)  # fmt: skip
         else:
             run = run_drift(model, contenders, seeds[:scenes], clips, kind=kind,
                             use_features=report["provenance"].get("features") is not None,

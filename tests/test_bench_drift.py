@@ -247,11 +247,14 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
         assert len(err) == 1 and message in err[0], err
     no_interval = json.loads(json.dumps(report))
     del no_interval["summary"]["base"]["motion"]["3"]
+    short = json.loads(json.dumps(report))
+    short["per_scene"]["base"]["motion"]["3"] = short["per_scene"]["base"]["motion"]["3"][:1]
     for text, message in [("{}", "not a benchmark result"),
                           (json.dumps({**report, "summary": []}), "not a benchmark result"),
                           (json.dumps({**report, "protocol": {"horizons": [1]}}), "complete"),
-                          (json.dumps(no_interval), "base at clip 3 but no valid")]:  # fmt: skip
+                          (json.dumps(no_interval), "base at clip 3 but no valid"),
+                          (json.dumps(short), "does not hold 2 scene values")]:  # fmt: skip
         (tmp_path / "x.json").write_text(text)
-        assert main(["bench", "reproduce", str(tmp_path / "x.json")]) == 2
+        assert main(["bench", "reproduce", str(tmp_path / "x.json"), "--clips", "3"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err

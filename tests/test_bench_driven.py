@@ -152,6 +152,19 @@ def test_reproduce_a_driven_result_at_its_length(setup, tmp_path: Path, capsys) 
     assert "| one | sync_lag_r (video) | 2 | 1/1 |" in out and "| wan | psnr | 2 | 1/1 |" in out
     assert "| NO |" not in out and "every difference within" in out
 
+    # written in another checkout: the adapter the model ships is found by its name
+    shipped = Path(setup["model"]) / "moved_lora.safetensors"
+    shipped.write_bytes(Path(setup["audio"]).read_bytes())
+    moved = json.loads(json.dumps(report))
+    moved["provenance"]["contenders"]["one"]["loras"][0][0] = "/elsewhere/moved_lora.safetensors"
+    (tmp_path / "moved.json").write_text(json.dumps(moved), encoding="utf-8")
+    try:
+        assert main(["bench", "reproduce", str(tmp_path / "moved.json"), *args[3:], "--only",
+                     "one"]) == 0  # fmt: skip
+    finally:
+        shipped.unlink()
+    assert "| one | psnr | 2 | 1/1 |" in capsys.readouterr().out
+
     iv = report["video_summary"]["one"]["sync_lag_r"]
     report["per_scene_video"]["one"]["sync_lag_r"][0] += iv["hi"] - iv["lo"] + 0.01
     result.write_text(json.dumps(report), encoding="utf-8")

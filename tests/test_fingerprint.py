@@ -58,7 +58,8 @@ def test_file_digests_are_read_once_but_never_stale(tmp_path: Path, monkeypatch)
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"a" * 100)
     first = sha256_file(path)
-    path.write_bytes(b"b" * 100)  # same size, most likely the same coarse timestamp
+    assert not any(k[0] == str(path.resolve()) for k in fingerprint._DIGESTS)  # fresh: not kept
+    path.write_bytes(b"b" * 100)  # same size, perhaps the same coarse timestamp
     assert sha256_file(path) != first
     monkeypatch.setattr(fingerprint, "SETTLED_NS", -(10**12))  # treat every file as settled
     settled = sha256_file(path)

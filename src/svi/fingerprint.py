@@ -9,6 +9,7 @@ Small files (up to 2 MiB, e.g. every LoRA of the embedded model) are hashed whol
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -35,7 +36,10 @@ def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS:
+        after = os.fstat(f.fileno())  # unchanged while it was read
+    settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS
+    same = (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == key[1:]
+    if settled and same:
         _DIGESTS[key] = h.hexdigest()
     return h.hexdigest()
 

@@ -20,6 +20,7 @@ that horizon.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from svi.errors import SviError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,25 @@ def _config(report: dict):
     if gone:
         raise SviError(f"the result used settings this checkout does not have: {', '.join(gone)}")
     return GenerationConfig(**sampler)
+
+
+def _locate_loras(contender, model: str | None):
+    """A recorded LoRA path that is not here but names a file the model ships (a result
+    written in another checkout records the bundled adapter's absolute path): that file.
+    Its content is checked against the result's cache key before any work."""
+    from dataclasses import replace
+
+    from svi.models.bundle import model_dir
+
+    loras = []
+    for path, scale in contender.loras:
+        shipped = model_dir(model) / Path(path).name
+        if not Path(path).exists() and shipped.is_file():
+            log.info("contender %s: %s is not here; using the model's %s", contender.name,
+                     path, shipped)  # fmt: skip
+            path = str(shipped)
+        loras.append((path, scale))
+    return replace(contender, loras=tuple(loras))
 
 
 def _driven(report: dict) -> bool:
@@ -184,14 +206,32 @@ def _half_width(report: dict, name: str, metric: str, horizon: int | None) -> fl
                        "valid summary interval for it") from None  # fmt: skip
 
 
-def _check_intervals(report: dict, names: list[str]) -> None:
-    """Every recorded per-scene series has its interval (checked before any work)."""
+def _check_series(report: dict, names: list[str], scenes: int) -> None:
+    """Every recorded per-scene series covers the first ``scenes`` scenes and has its
+    interval (checked before any work)."""
     for name in names:
-        for metric, by_horizon in report["per_scene"].get(name, {}).items():
-            for h in by_horizon:
-                _half_width(report, name, metric, int(h))
-        for metric in report.get("per_scene_video", {}).get(name, {}) if _driven(report) else ():
-            _half_width(report, name, metric, None)
+        series = [
+            (m, int(h), values)
+            for m, by_h in _table(report, "per_scene", name).items()
+            for h, values in (by_h.items() if isinstance(by_h, dict) else [(0, None)])
+        ]
+        if _driven(report):
+            series += [
+                (m, None, values) for m, values in _table(report, "per_scene_video", name).items()
+            ]
+        for metric, h, values in series:
+            if not isinstance(values, list) or len(values) < scenes:
+                where = "over the video" if h is None else f"at clip {h}"
+                raise SviError(f"the result's per-scene {metric} of {name} {where} does not "
+                               f"hold {scenes} scene values")  # fmt: skip
+            _half_width(report, name, metric, h)
+
+
+def _table(report: dict, section: str, name: str) -> dict:
+    table = report.get(section, {}).get(name, {})
+    if not isinstance(table, dict):
+        raise SviError(f"the result's {section} of {name} is not a table")
+    return table
 
 
 def _diff(a: float | None, b: float | None) -> float:
@@ -229,19 +269,22 @@ def reproduce(
         length = int(proto["clips"]) if _driven(report) else None
         contenders = _contenders(report, only)
         config = _config(report)
-        _check_intervals(report, [c.name for c in contenders])
+        if length is not None and clips not in (None, length):
+            raise SviError(
+                f"a driven result is re-run at its full length (its last clip and video "
+                f"metrics depend on it): --clips {length}, got {clips}"
+            )
+        clips = length if length is not None else 10 if clips is None else clips
+        if clips not in horizons:
+            raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
+        if not 1 <= scenes <= len(seeds):
+            raise SviError(f"--scenes must be 1..{len(seeds)}, got {scenes}")
+        if jobs < 1:
+            raise SviError(f"--jobs must be >= 1, got {jobs}")
+        _check_series(report, [c.name for c in contenders], scenes)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SviError(f"{path} is not a complete benchmark result (bad or missing {exc})") from exc
-    if length is not None and clips not in (None, length):
-        raise SviError(f"a driven result is re-run at its full length (its last clip and "
-                       f"video metrics depend on it): --clips {length}, got {clips}")  # fmt: skip
-    clips = length if length is not None else 10 if clips is None else clips
-    if clips not in horizons:
-        raise SviError(f"--clips must be one of the result's horizons {horizons}, got {clips}")
-    if not 1 <= scenes <= len(seeds):
-        raise SviError(f"--scenes must be 1..{len(seeds)}, got {scenes}")
-    if jobs < 1:
-        raise SviError(f"--jobs must be >= 1, got {jobs}")
+    contenders = [_locate_loras(c, model) for c in contenders]
     check_settings(report, model, contenders, config)
     with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
         common = dict(split=split, config=config, cache_dir=Path(cache), jobs=jobs,

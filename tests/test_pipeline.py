@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from svi.errors import SviError
+from svi.models.bundle import shipped_lora
 from svi.pipeline import GenerationConfig, SVIPipeline, rollout
 from svi.plan import clips_for_length
 from svi.starts import fit_image, world_start
@@ -213,5 +214,11 @@ def test_shipped_loras_by_short_name(tmp_path: Path) -> None:
     after = pipe.bundle.transformer.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert pipe.bundle.bundled_lora("../clean") is None
+    # by short name or by the file's name (a result recorded in another checkout), in
+    # the model's folder only
+    assert shipped_lora(folder, "clean") == shipped_lora(folder, "clean_lora.safetensors")
+    assert shipped_lora(folder, "clean_lora.safetensors") == folder / "clean_lora.safetensors"
+    for bad in ("../clean", "../clean_lora.safetensors", "svi", "", "_lora.safetensors"):
+        assert shipped_lora(folder, bad) is None, bad
     with pytest.raises((SviError, FileNotFoundError)):
         pipe.load_lora("nonexistent")

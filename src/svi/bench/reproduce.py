@@ -90,18 +90,19 @@ def _config(report: dict):
     return GenerationConfig(**sampler)
 
 
-def _locate_loras(contender, model: str | None):
-    """A recorded LoRA path that is not here but names a file the model ships (a result
-    written in another checkout records the bundled adapter's absolute path): that file.
-    Its content is checked against the result's cache key before any work."""
+def _locate_loras(contender, folder: Path):
+    """A recorded LoRA path that is not here but names a file the model in ``folder``
+    ships (a result written in another checkout records the bundled adapter's absolute
+    path): that file. Its content is checked against the result's cache key before any
+    work."""
     from dataclasses import replace
 
-    from svi.models.bundle import model_dir
+    from svi.models.bundle import shipped_lora
 
     loras = []
     for path, scale in contender.loras:
-        shipped = model_dir(model) / Path(path).name
-        if not Path(path).exists() and shipped.is_file():
+        shipped = None if Path(path).exists() else shipped_lora(folder, Path(path).name)
+        if shipped is not None:
             log.info("contender %s: %s is not here; using the model's %s", contender.name,
                      path, shipped)  # fmt: skip
             path = str(shipped)
@@ -113,13 +114,12 @@ def _driven(report: dict) -> bool:
     return report["protocol"].get("benchmark") == "driven"
 
 
-def check_settings(report: dict, model: str | None, contenders, config) -> None:
+def check_settings(report: dict, folder: Path, contenders, config) -> None:
     """Refuse (one line) where this checkout would not roll out what the result did:
-    another model, another LoRA file, other metrics or features."""
+    another model (``folder``, not loaded), another LoRA file, other metrics or features."""
     from svi.bench import driven
     from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, weights_fingerprint
     from svi.bench.features import FEATURE_VERSION
-    from svi.models.bundle import model_dir
 
     prov = report["provenance"]
     version = driven.METRICS_VERSION if _driven(report) else METRICS_VERSION
@@ -129,7 +129,7 @@ def check_settings(report: dict, model: str | None, contenders, config) -> None:
     if prov.get("features") not in (None, FEATURE_VERSION):
         raise SviError(f"the result used world features {prov['features']}, "
                        f"this checkout has {FEATURE_VERSION}")  # fmt: skip
-    model_hash = weights_fingerprint(model_dir(model))  # without loading it
+    model_hash = weights_fingerprint(folder)  # without loading it
     if model_hash != prov.get("model_hash"):
         raise SviError(
             f"the model's weights differ from the result's (model hash {model_hash}, "
@@ -256,6 +256,7 @@ def reproduce(
     compare with what it recorded."""
     from svi.bench.drift import run_drift
     from svi.bench.driven import run_driven
+    from svi.models.bundle import model_dir
 
     report = load_result(path)
     try:
@@ -284,8 +285,9 @@ def reproduce(
         _check_series(report, [c.name for c in contenders], scenes)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SviError(f"{path} is not a complete benchmark result (bad or missing {exc})") from exc
-    contenders = [_locate_loras(c, model) for c in contenders]
-    check_settings(report, model, contenders, config)
+    folder = model_dir(model)  # resolved once, nothing loaded
+    contenders = [_locate_loras(c, folder) for c in contenders]
+    check_settings(report, folder, contenders, config)
     with tempfile.TemporaryDirectory(prefix="svi-reproduce-") as cache:
         common = dict(split=split, config=config, cache_dir=Path(cache), jobs=jobs,
                       progress=progress)  # fmt: skip

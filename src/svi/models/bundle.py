@@ -51,10 +51,7 @@ class ModelBundle:
         default, ``"clean"`` its clean-data baseline; ``"talk"`` / ``"dance"`` the SVI-Talk
         / SVI-Dance adapters and ``"talk_clean"`` / ``"dance_clean"`` theirs
         (``NAME_lora.safetensors``)."""
-        if self.preset.family != "world" or not name.replace("_", "").isalnum():
-            return None
-        path = Path(self.source) / f"{name}_lora.safetensors"
-        return path if path.is_file() else None
+        return shipped_lora(Path(self.source), name) if self.preset.family == "world" else None
 
     @property
     def experts(self) -> Experts:
@@ -139,6 +136,16 @@ def _load_world_dir(path: Path, preset_name: str | None) -> ModelBundle:
         source=str(path),
         info=meta,
     )
+
+
+def shipped_lora(folder: Path, name: str) -> Path | None:
+    """The adapter ``folder`` ships under ``name``: a short name (``"talk"`` ->
+    ``talk_lora.safetensors``) or that file's name; never a path outside ``folder``."""
+    stem = name.removesuffix("_lora.safetensors")
+    if not stem.replace("_", "").isalnum():
+        return None
+    path = folder / f"{stem}_lora.safetensors"
+    return path if path.is_file() else None
 
 
 def model_dir(model: str | Path | None = None, preset: str | None = None) -> Path:

@@ -78,10 +78,14 @@ def test_same_scene_same_noise_is_deterministic(model, tmp_path: Path) -> None:
     assert json.dumps(a.rows) == json.dumps(b.rows)
 
 
-def test_report_has_cis_pairs_and_protocol(model, lora, tmp_path: Path) -> None:
+def test_report_has_cis_pairs_and_protocol(model, lora, tmp_path: Path, monkeypatch) -> None:
     contenders = [Contender("base"), Contender("l1", "l", ((lora, 1.0),)),
                   Contender("l2", "l", ((lora, 0.5),))]  # fmt: skip
+    # the commit recorded is the code that rolled out (taken at the start), not the
+    # checkout at the time the report is written
+    monkeypatch.setattr(drift, "code_commit", lambda: "f00d" * 10)
     run = _run(model, contenders, tmp_path)
+    monkeypatch.setattr(drift, "code_commit", lambda: "later")
     report = build_report(run, GenerationConfig())
     proto = report["protocol"]
     assert proto["publishable"] is False and len(proto["not_publishable_because"]) == 2
@@ -92,6 +96,7 @@ def test_report_has_cis_pairs_and_protocol(model, lora, tmp_path: Path) -> None:
     pair = report["paired"]["l vs base"]["background_error"]["3"]
     assert pair["wins"] + pair["losses"] <= 2
     assert report["provenance"]["model_hash"] and report["provenance"]["metrics_version"]
+    assert report["provenance"]["commit"] == "f00d" * 10
     assert len(report["curves"]["l"]["motion"]["mean"]) == 3
     text = markdown(report, focus="l")
     assert "NOT publishable" in text and "| l vs base |" in text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from svi import fingerprint
-from svi.fingerprint import CHUNK, fingerprint_files, fingerprint_model, sha256_file
+from svi.fingerprint import CHUNK, code_commit, fingerprint_files, fingerprint_model, sha256_file
 
 
 def test_fingerprint_sees_head_tail_and_size_changes(tmp_path: Path) -> None:
@@ -72,3 +72,16 @@ def test_file_digests_are_read_once_but_never_stale(tmp_path: Path, monkeypatch)
     path.write_bytes(b"c" * 101)  # a rewrite changes the key: read again
     with pytest.raises(AssertionError, match="read again"):
         sha256_file(path)
+
+
+def test_code_commit_names_this_checkout() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()  # fmt: skip
+    commit = code_commit()
+    if not head:  # not a git checkout (an unpacked sdist)
+        assert commit == "unknown"
+    else:
+        assert commit.removesuffix("+dirty") == head

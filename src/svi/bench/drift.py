@@ -32,7 +32,7 @@ from svi.atomic import write_atomic
 from svi.bench import events, metrics
 from svi.config import tomllib
 from svi.errors import SviError
-from svi.fingerprint import sha256_file
+from svi.fingerprint import code_commit, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +471,7 @@ def run_drift(
                 raise SviError(f"contender {c.name!r}: LoRA file not found: {lora}")
             if not np.isfinite(scale):
                 raise SviError(f"contender {c.name!r}: LoRA scale must be finite, got {scale}")
+    commit = code_commit()  # the code that rolls out, not the one checked out when it ends
     bundle = load_bundle(model)
     model_hash = model_fingerprint(bundle)
     p = bundle.preset
@@ -500,8 +501,8 @@ def run_drift(
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
     for job, res in zip(todo, results, strict=True):
         rows[job.contender.name].append(res)
-    meta = {"model_hash": model_hash, "contenders": meta_contenders, "features": features,
-            "grid_period": grid, "motion_frames": motion}  # fmt: skip
+    meta = {"commit": commit, "model_hash": model_hash, "contenders": meta_contenders,
+            "features": features, "grid_period": grid, "motion_frames": motion}  # fmt: skip
     return DriftRun(kind, split, list(seeds), clips, list(contenders), rows, meta)
 
 

@@ -63,6 +63,7 @@ from svi.bench.drift import (
 )
 from svi.bench.report import _cell, _pair_cell
 from svi.errors import SviError
+from svi.fingerprint import code_commit
 
 METRICS_VERSION = "driven-v1"
 HORIZONS = (1, 10)  # and the last clip
@@ -320,6 +321,7 @@ def run_driven(
             if not np.isfinite(scale):
                 raise SviError(f"contender {c.name!r}: LoRA scale must be finite, got {scale}")
         check_adapter(c, condition)
+    commit = code_commit()  # the code that rolls out, not the one checked out at the end
     model_hash = model_fingerprint(bundle)
     p = bundle.preset
     motion = SVIPipeline(bundle).plan(config, ["a", "b"]).carried_frames
@@ -350,7 +352,8 @@ def run_driven(
         rows[job.contender.name].append(res["rows"])
         video[job.contender.name].append(res["video"])
         timing[job.contender.name] += res["generated_seconds"] or []
-    meta = {"model_hash": model_hash, "contenders": meta_contenders, "motion_frames": motion,
+    meta = {"commit": commit, "model_hash": model_hash, "contenders": meta_contenders,
+            "motion_frames": motion,
             "num_frames": p.num_frames, "new_frames_per_clip": p.num_frames - motion,
             "seconds_per_clip": {n: (float(np.mean(t)) if t else None)
                                  for n, t in timing.items()},
@@ -406,7 +409,6 @@ def curve_bands(run: DrivenRun, name: str) -> dict:
 
 def build_report(run: DrivenRun, config, command: str = "") -> dict:
     from svi import __version__
-    from svi.bench.report import _commit
 
     names = [c.name for c in run.contenders]
     hs = run.horizons()
@@ -430,7 +432,7 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
             "reference": first,
         },
         "provenance": {
-            "command": command, "argv": list(sys.argv), "commit": _commit(),
+            "command": command, "argv": list(sys.argv), "commit": run.meta.get("commit", "unknown"),
             "svi_version": __version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "metrics_version": METRICS_VERSION,
             "sampler": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},

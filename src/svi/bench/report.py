@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -93,29 +92,13 @@ def provenance(run: DriftRun, config) -> dict:
 
     return {
         "command": "svi " + " ".join(sys.argv[1:]) if sys.argv else "",
-        "commit": _commit(),
+        "commit": run.meta.get("commit", "unknown"),  # taken when the run started
         "svi_version": __version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "metrics_version": METRICS_VERSION,
         "sampler": {k: v for k, v in asdict(config).items() if k not in ("clips", "seed")},
         **run.meta,
     }
-
-
-def _commit() -> str:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
 
 
 def protocol(run: DriftRun) -> dict:

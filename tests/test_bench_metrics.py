@@ -15,8 +15,36 @@ def scene():
 
 
 def _identity(frames, truth) -> float:
-    found, _, scored = metrics.identity_counts(frames, truth.colours, truth.masks)
+    found, _, scored = metrics.identity_counts(frames, truth.colours, truth.masks, truth.background)
     return found / scored
+
+
+def _any_sized_blob(frames, truth, tolerance=metrics.BLOB_TOLERANCE) -> float:
+    """The v2.1 identity: any blob of the object's colour and size, at a fixed colour
+    tolerance."""
+    hits = []
+    for f in range(len(frames)):
+        clean = metrics.denoise(frames[f])
+        for k in range(truth.num_objects):
+            area = truth.masks[f, k].sum()
+            if area >= metrics.MIN_OBJECT_AREA:
+                _, areas = metrics.colour_blobs(clean, truth.colours[f, k], None, tolerance)
+                hits.append((areas >= area / 2.5).any() and (areas <= area * 2.5).any())
+    return float(np.mean(hits))
+
+
+def _dimmed(scene, level: float):
+    """The scene's frames and truth with the lights at ``level`` (as the world does)."""
+    import copy
+
+    from svi.world.raster import apply_lighting
+
+    t = copy.deepcopy(scene.truth)
+    frames = scene.frames.copy()
+    lighting = np.full(len(frames), level)
+    for images in (frames, t.background, t.colours):
+        apply_lighting(images, lighting)
+    return frames, t
 
 
 def _colour_count_survival(frames, truth) -> float:
@@ -33,7 +61,7 @@ def _colour_count_survival(frames, truth) -> float:
 def test_truth_scores_perfectly(scene) -> None:
     t = scene.truth
     assert _identity(scene.frames, t) > 0.98  # 1 occluded sliver of 96 is lost to denoising
-    _, found, scored = metrics.identity_counts(scene.frames, t.colours, t.masks)
+    _, found, scored = metrics.identity_counts(scene.frames, t.colours, t.masks, t.background)
     assert found > 0.98 * scored
     assert metrics.robust_background_error(scene.frames, t.background, t.masks) == 0.0
     assert metrics.colour_drift(scene.frames, scene.frames) == 0.0
@@ -69,8 +97,62 @@ def test_identity_location_free_vs_located(scene) -> None:
     t = scene.truth
     shifted = np.roll(scene.frames, 12, axis=2)
     assert _identity(shifted, t) > 0.6  # objects intact elsewhere (some cut by the roll)
-    _, found, scored = metrics.identity_counts(shifted, t.colours, t.masks)
+    _, found, scored = metrics.identity_counts(shifted, t.colours, t.masks, t.background)
     assert found / scored < 0.3
+
+
+def test_identity_in_dim_light(scene) -> None:
+    frames, t = _dimmed(scene, 0.45)
+    assert _identity(frames, t) > 0.98
+
+
+def test_a_dim_object_is_not_merged_with_its_background() -> None:
+    """A grey disc with the least contrast the world allows (100) on a grey ground, the
+    lights at 0.45 (contrast 45): a fixed tolerance of 80 takes the background into the
+    object's blob (too large: lost); the contrast-scaled one finds the disc, and not a
+    muted disc 40 off its colour."""
+    yy, xx = np.mgrid[:32, :32]
+    disc = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 30
+    lut = np.clip(np.rint(np.arange(256) * 0.45), 0, 255).astype(np.uint8)
+    ground = lut[np.full((32, 32, 3), 90, np.uint8)]
+    colour = lut[np.full(3, round(90 + 100 / np.sqrt(3)), np.uint8)]
+    frame, muted = ground.copy(), ground.copy()
+    frame[disc] = colour
+    muted[disc] = colour + np.asarray([23, 23, 23], np.uint8)  # 39.8 off
+    assert metrics.object_found(frame, colour, disc.sum(), ground)
+    assert not metrics.object_found(muted, colour, disc.sum(), ground)
+    _, areas = metrics.colour_blobs(metrics.denoise(frame), colour, None, 80.0)
+    assert areas.max() == 32 * 32  # a fixed tolerance of 80: one blob, the whole frame
+
+
+def test_identity_is_not_fooled_by_a_patch_mosaic(scene) -> None:
+    """A collapsed video's frozen patchwork of 4 px tiles in the scene's own colours,
+    each object colour as three separate object-sized blocks: every object colour has
+    object-sized blobs (v2.1 found them all) - three of each, so none is the object."""
+    t = scene.truth
+    mosaic = t.background.copy()
+    for f in range(len(mosaic)):
+        row = 0
+        for k in np.flatnonzero(t.masks[f].sum(axis=(1, 2)) >= metrics.MIN_OBJECT_AREA):
+            side = 4 * max(1, round(np.sqrt(t.masks[f, k].sum()) / 4))
+            for col in (0, 11, 22):
+                mosaic[f][row : row + side, col : col + side] = t.colours[f, k]
+            row += side + 1
+    assert _any_sized_blob(mosaic, t) == 1.0  # v2.1 was fooled
+    assert _identity(mosaic, t) == 0.0
+
+
+def test_a_duplicated_object_is_not_its_identity(scene) -> None:
+    """An object shown twice is not found (copies of one colour are allowed only as
+    often as the truth has them: two objects of one colour are both found)."""
+    t = scene.truth
+    k = int(np.argmax(t.masks[0].sum(axis=(1, 2))))
+    frames = scene.frames.copy()
+    ys, xs = np.nonzero(t.masks[0, k])
+    frames[0][(ys + 16) % 32, (xs + 16) % 32] = t.colours[0, k]  # a second copy
+    assert not metrics.object_found(frames[0], t.colours[0, k], len(ys), t.background[0])
+    assert metrics.object_found(scene.frames[0], t.colours[0, k], len(ys), t.background[0])
+    assert metrics.object_found(frames[0], t.colours[0, k], len(ys), t.background[0], copies=2)
 
 
 def test_frozen_video_has_no_motion(scene) -> None:

@@ -36,7 +36,7 @@ from svi.fingerprint import code_commit, sha256_file
 
 log = logging.getLogger(__name__)
 
-METRICS_VERSION = "drift-v2.1"
+METRICS_VERSION = "drift-v2.2"
 MIN_PUBLISHED_SCENES = 32
 HORIZONS = (1, 10, 50, 200)
 
@@ -163,7 +163,9 @@ class ClipScorer:
         prev = self.video[max(0, self.pos - 2) : self.pos]
         self.video[s] = new
         true_new = ep.frames[s]
-        found, found_loc, scored = metrics.identity_counts(new, t.colours[s], t.masks[s])
+        found, found_loc, scored = metrics.identity_counts(
+            new, t.colours[s], t.masks[s], t.background[s]
+        )
         within = metrics.motion_energy(new)
         row = {
             "identity": found / scored if scored else float("nan"),

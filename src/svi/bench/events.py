@@ -6,12 +6,14 @@ same stream is scored per event on the generated frames of the event's response
 window - the last ``RESPONSE_FRAMES`` frames of the world clip the event starts, when
 the truth already shows the change:
 
-- ``colour``: one blob of the new colour of the right size (:func:`metrics.object_found`)
-  in most window frames, and no such blob of the old colour unless another object
-  still has it;
-- ``enter``: a blob of the entering object's colour at the end of the window;
-- ``leave``: no blob of the leaving object's colour at the end of the window (unless
-  another object still has it);
+- ``colour``: the object in its new colour, once (:func:`metrics.object_found`: one
+  blob of the right size, no more than the truth has objects of that colour) in most
+  window frames, and in most of them no blob of the old colour and that size unless
+  another object still has it;
+- ``enter``: the entering object, once, at the end of the window;
+- ``leave``: no blob of the leaving object's colour and size at the end of the window
+  (unless another object still has it; a patch mosaic repeating the colour is not an
+  absence);
 - ``background``: off the true objects, the frames are nearer the new true background
   than the old one (median absolute error, as the background error);
 - ``dim`` / ``brighten``: the mean luminance moves the same way as the truth's, by at
@@ -43,8 +45,25 @@ def _other_has(truth, t: int, colour: np.ndarray, skip: int) -> bool:
     return False
 
 
-def _blob_share(video: np.ndarray, frames: range, colour: np.ndarray, area: float) -> float:
-    hits = [metrics.object_found(video[t], colour, area) for t in frames]
+def _shown(truth, t: int) -> np.ndarray:
+    return truth.colours[t, truth.masks[t].sum(axis=(1, 2)) > 0]
+
+
+def _found(video: np.ndarray, truth, t: int, colour: np.ndarray, area: float) -> bool:
+    """The object is in generated frame ``t`` once (as many times as the truth shows
+    its colour): :func:`metrics.object_found`."""
+    copies = max(1, metrics.same_colour_count(_shown(truth, t), colour))
+    return metrics.object_found(video[t], colour, area, truth.background[t], copies=copies)
+
+
+def _absent(video: np.ndarray, truth, t: int, colour: np.ndarray, area: float) -> bool:
+    """No blob of ``colour`` and the object's size in generated frame ``t`` (a patch
+    mosaic repeating the colour is not an absence)."""
+    return metrics.sized_blob_count(video[t], colour, area, truth.background[t]) == 0
+
+
+def _share(test, video: np.ndarray, truth, frames: range, colour: np.ndarray, area: float):
+    hits = [test(video, truth, t, colour, area) for t in frames]
     return float(np.mean(hits)) if hits else float("nan")
 
 
@@ -72,17 +91,20 @@ def follow_event(
     if kind == "colour":
         new = truth.colours[last, k].astype(float)
         old = truth.colours[start - 1, k].astype(float)
-        new_ok = _blob_share(video, window, new, area) > 0.5
-        old_gone = _other_has(truth, last, old, k) or _blob_share(video, window, old, area) < 0.5
+        new_ok = _share(_found, video, truth, window, new, area) > 0.5
+        old_gone = (
+            _other_has(truth, last, old, k)
+            or _share(_absent, video, truth, window, old, area) > 0.5
+        )
         return float(new_ok and old_gone)
     if kind == "enter":
         colour = truth.colours[last, k].astype(float)
-        return float(metrics.object_found(video[last], colour, area))
+        return float(_found(video, truth, last, colour, area))
     if kind == "leave":
         colour = truth.colours[start - 1, k].astype(float)
         if _other_has(truth, last, colour, k):
             return None
-        return float(not metrics.object_found(video[last], colour, area))
+        return float(_absent(video, truth, last, colour, area))
     if kind == "background":
         gen, masks = video[window], truth.masks[window]
         new = truth.background[window]

@@ -117,6 +117,7 @@ def robust_background_error(frames: np.ndarray, background: np.ndarray, masks: n
 # ``REFERENCE_FLOOR`` is the smallest truth change an event check relies on.
 
 BLOB_TOLERANCE = 80.0  # RGB distance of a blob's pixels to the object colour (after denoise)
+BLOB_CONTRAST_SHARE = 0.8  # ... and at most this share of the colour's true contrast
 AREA_FACTOR = 2.5  # a blob is an object when its area is within this factor of the truth's
 MIN_OBJECT_AREA = 6  # objects showing fewer true pixels are not scored (mostly off-frame)
 REFERENCE_FLOOR = 1e-3  # smaller truth changes (luminance, 0..1) are not scored
@@ -135,17 +136,32 @@ def denoise(frame: np.ndarray) -> np.ndarray:
     return ndimage.median_filter(frame, size=(3, 3, 1), mode="nearest")
 
 
+def blob_tolerance(colour: np.ndarray, background: np.ndarray) -> float:
+    """How far (RGB) a pixel may be from an object's ``colour`` and still be the object:
+    ``BLOB_TOLERANCE``, but at most ``BLOB_CONTRAST_SHARE`` of the colour's distance to
+    the nearest pixel of the true ``background`` (H, W, 3) of that frame. Objects keep at
+    least 100 of contrast in full light (``svi.world.palette.MIN_CONTRAST``), so this
+    only tightens when the lights dim: at level 0.45 every colour in the frame is 0.45x
+    as far apart, and a fixed tolerance would merge the object with its background (the
+    truth itself would not be found) and accept any muted patch as the object."""
+    contrast = float(np.linalg.norm(_f(background).reshape(-1, 3) - _f(colour), axis=-1).min())
+    return min(BLOB_TOLERANCE, BLOB_CONTRAST_SHARE * contrast)
+
+
 def colour_blobs(
-    frame: np.ndarray, colour: np.ndarray, others: np.ndarray | None = None
+    frame: np.ndarray,
+    colour: np.ndarray,
+    others: np.ndarray | None = None,
+    tolerance: float = BLOB_TOLERANCE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Connected (4-neighbour) regions of ``frame`` (H, W, 3) whose pixels are within
-    ``BLOB_TOLERANCE`` of ``colour`` (3,) and no nearer any of ``others`` (n, 3) (the
-    scene's other object colours): a label image (H, W) (0 = none) and the area of
-    each label 1..n."""
+    ``tolerance`` (:func:`blob_tolerance`) of ``colour`` (3,) and no nearer any of
+    ``others`` (n, 3) (the scene's other object colours): a label image (H, W) (0 =
+    none) and the area of each label 1..n."""
     from scipy import ndimage
 
     d = np.linalg.norm(_f(frame) - _f(colour), axis=-1)
-    close = d < BLOB_TOLERANCE
+    close = d < tolerance
     for other in [] if others is None else others:
         close &= d <= np.linalg.norm(_f(frame) - _f(other), axis=-1)
     labels, n = ndimage.label(close)
@@ -153,47 +169,82 @@ def colour_blobs(
     return labels, areas
 
 
+def sized_blob_count(
+    frame: np.ndarray,
+    colour: np.ndarray,
+    area: float,
+    background: np.ndarray,
+    others: np.ndarray | None = None,
+) -> int:
+    """How many connected blobs of ``colour`` the :func:`denoise`-d ``frame`` has whose
+    area is within ``AREA_FACTOR`` of ``area``; ``background`` (the true one of that
+    frame) sets the colour tolerance (:func:`blob_tolerance`)."""
+    tol = blob_tolerance(colour, background)
+    _, areas = colour_blobs(denoise(frame), colour, others, tol)
+    return len(_sized(areas, area))
+
+
 def object_found(
     frame: np.ndarray,
     colour: np.ndarray,
     area: float,
+    background: np.ndarray,
     mask: np.ndarray | None = None,
     others: np.ndarray | None = None,
+    copies: int = 1,
 ) -> bool:
-    """Is there ONE connected blob of ``colour`` in the :func:`denoise`-d ``frame``
-    whose area is within ``AREA_FACTOR`` of ``area``? Fragments (speckle) are too small,
-    same-coloured background too large. With ``mask`` (the object's true pixels) the
-    blob must also cover ``PRESENCE_FRACTION`` of it (location-aware)."""
-    labels, areas = colour_blobs(denoise(frame), colour, others)
-    return _sized_blob(labels, areas, area, mask)
+    """Is the object there, ONCE: a connected blob of ``colour`` in the
+    :func:`denoise`-d ``frame`` whose area is within ``AREA_FACTOR`` of ``area``, and no
+    more such blobs than the truth has objects of that colour (``copies``)? Fragments
+    (speckle) are too small, same-coloured background too large, and a patchwork that
+    repeats the scene's colours (a collapsed video's frozen patch mosaic) or a
+    duplicated object has too many. ``background`` (the true one of that frame) sets
+    the colour tolerance (:func:`blob_tolerance`). With ``mask`` (the object's true
+    pixels) a blob must also cover ``PRESENCE_FRACTION`` of it (location-aware)."""
+    tol = blob_tolerance(colour, background)
+    labels, areas = colour_blobs(denoise(frame), colour, others, tol)
+    return _one_object(labels, areas, area, mask, copies)
 
 
-def _sized_blob(
-    labels: np.ndarray, areas: np.ndarray, area: float, mask: np.ndarray | None
+def _sized(areas: np.ndarray, area: float) -> np.ndarray:
+    """Indices of the blobs whose area is within ``AREA_FACTOR`` of ``area``."""
+    return np.flatnonzero((areas >= area / AREA_FACTOR) & (areas <= area * AREA_FACTOR))
+
+
+def _one_object(
+    labels: np.ndarray, areas: np.ndarray, area: float, mask: np.ndarray | None, copies: int
 ) -> bool:
     """The test of :func:`object_found` on blobs already labelled."""
-    ok = (areas >= area / AREA_FACTOR) & (areas <= area * AREA_FACTOR)
-    if not ok.any():
+    ok = _sized(areas, area)
+    if not 1 <= len(ok) <= copies:
         return False
     if mask is None:
         return True
     need = PRESENCE_FRACTION * max(int(mask.sum()), 1)
-    return any((labels[mask] == i + 1).sum() >= need for i in np.flatnonzero(ok))
+    return any((labels[mask] == i + 1).sum() >= need for i in ok)
+
+
+def same_colour_count(colours: np.ndarray, colour: np.ndarray) -> int:
+    """How many of ``colours`` (n, 3) equal ``colour`` (3,): the copies of an object's
+    colour a frame may show (the truth's colours are exact)."""
+    return int((np.asarray(colours) == np.asarray(colour)).all(axis=-1).sum())
 
 
 def identity_counts(
-    frames: np.ndarray, colours: np.ndarray, masks: np.ndarray
+    frames: np.ndarray, colours: np.ndarray, masks: np.ndarray, background: np.ndarray
 ) -> tuple[int, int, int]:
     """(found, found where the truth has it, scored) (frame, object) pairs of
     :func:`object_found` against the truth; each frame is denoised and each object's
     blobs labelled once for both counts.
 
-    ``colours`` (T, K, 3) and ``masks`` (T, K, H, W) are the truth at the same frames;
-    an object is scored where it shows at least ``MIN_OBJECT_AREA`` true pixels, with its
-    true visible area as the reference; pixels nearer another visible object's colour
-    belong to that object. The first count ignores where the blob is (long rollouts
-    legitimately diverge from the true trajectories); the second needs the blob on the
-    object's true mask."""
+    ``colours`` (T, K, 3), ``masks`` (T, K, H, W) and ``background`` (T, H, W, 3) are
+    the truth at the same frames; an object is scored where it shows at least
+    ``MIN_OBJECT_AREA`` true pixels, with its true visible area as the reference, its
+    contrast to the background as the colour tolerance (:func:`blob_tolerance`) and the
+    visible objects of its colour as the copies allowed; pixels nearer another visible
+    object's colour belong to that object. The first count ignores where the blob is
+    (long rollouts legitimately diverge from the true trajectories); the second needs
+    the blob on the object's true mask."""
     found = located = scored = 0
     areas = masks.sum(axis=(2, 3))  # (T, K)
     for t in range(len(frames)):
@@ -202,9 +253,11 @@ def identity_counts(
         for k in np.flatnonzero(areas[t] >= MIN_OBJECT_AREA):
             scored += 1
             others = colours[t, [j for j in shown if j != k]]
-            labels, blob_areas = colour_blobs(clean, colours[t, k], others)
-            found += _sized_blob(labels, blob_areas, areas[t, k], None)
-            located += _sized_blob(labels, blob_areas, areas[t, k], masks[t, k])
+            copies = same_colour_count(colours[t, shown], colours[t, k])
+            tol = blob_tolerance(colours[t, k], background[t])
+            labels, blob_areas = colour_blobs(clean, colours[t, k], others, tol)
+            found += _one_object(labels, blob_areas, areas[t, k], None, copies)
+            located += _one_object(labels, blob_areas, areas[t, k], masks[t, k], copies)
     return found, located, scored
 
 

@@ -36,7 +36,7 @@ from svi.fingerprint import code_commit, sha256_file
 
 log = logging.getLogger(__name__)
 
-METRICS_VERSION = "drift-v2.2"
+METRICS_VERSION = "drift-v2.3"
 MIN_PUBLISHED_SCENES = 32
 HORIZONS = (1, 10, 50, 200)
 

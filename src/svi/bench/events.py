@@ -14,8 +14,8 @@ the truth already shows the change:
 - ``leave``: no blob of the leaving object's colour and size at the end of the window
   (unless another object still has it; a patch mosaic repeating the colour is not an
   absence);
-- ``background``: off the true objects, the frames are nearer the new true background
-  than the old one (median absolute error, as the background error);
+- ``background``: on the pixels the event changed, off the true objects, the frames
+  are nearer the new true background than the old one (median absolute error);
 - ``dim`` / ``brighten``: the mean luminance moves the same way as the truth's, by at
   least half as much, against the generated frames just before the event;
 - ``speed_up`` / ``resume`` / ``stop``: not scored (needs object tracking).
@@ -45,21 +45,24 @@ def _other_has(truth, t: int, colour: np.ndarray, skip: int) -> bool:
     return False
 
 
-def _shown(truth, t: int) -> np.ndarray:
-    return truth.colours[t, truth.masks[t].sum(axis=(1, 2)) > 0]
+def _context(truth, t: int, colour: np.ndarray) -> tuple[np.ndarray, int]:
+    return metrics.truth_context(truth.colours[t], truth.masks[t].sum(axis=(1, 2)), colour)
 
 
 def _found(video: np.ndarray, truth, t: int, colour: np.ndarray, area: float) -> bool:
     """The object is in generated frame ``t`` once (as many times as the truth shows
-    its colour): :func:`metrics.object_found`."""
-    copies = max(1, metrics.same_colour_count(_shown(truth, t), colour))
-    return metrics.object_found(video[t], colour, area, truth.background[t], copies=copies)
+    its colour), found as identity finds it: :func:`metrics.object_found`."""
+    others, copies = _context(truth, t, colour)
+    return metrics.object_found(
+        video[t], colour, area, truth.background[t], others=others, copies=copies
+    )
 
 
 def _absent(video: np.ndarray, truth, t: int, colour: np.ndarray, area: float) -> bool:
     """No blob of ``colour`` and the object's size in generated frame ``t`` (a patch
     mosaic repeating the colour is not an absence)."""
-    return metrics.sized_blob_count(video[t], colour, area, truth.background[t]) == 0
+    others, _ = _context(truth, t, colour)
+    return metrics.sized_blob_count(video[t], colour, area, truth.background[t], others) == 0
 
 
 def _share(test, video: np.ndarray, truth, frames: range, colour: np.ndarray, area: float):
@@ -106,11 +109,15 @@ def follow_event(
             return None
         return float(_absent(video, truth, last, colour, area))
     if kind == "background":
-        gen, masks = video[window], truth.masks[window]
-        new = truth.background[window]
-        old = np.broadcast_to(truth.background[start - 1], new.shape)
-        err_new = metrics.robust_background_error(gen, new, masks)
-        return float(err_new < metrics.robust_background_error(gen, old, masks))
+        gen, new = video[window].astype(float), truth.background[window].astype(float)
+        old = np.broadcast_to(truth.background[start - 1].astype(float), new.shape)
+        # the pixels the event changed, off the true objects (a backdrop that keeps one
+        # of its colours leaves most pixels as they were: their error says nothing)
+        changed = (new != old).any(axis=-1) & metrics.background_region(truth.masks[window])
+        if not changed.any():
+            return None
+        err_new = np.median(np.abs(gen - new)[changed])
+        return float(err_new < np.median(np.abs(gen - old)[changed]))
     # dim / brighten
     before = range(max(0, start - 3), start)
     true_change = _luma(true_video[window]) - _luma(true_video[before])

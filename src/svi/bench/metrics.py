@@ -144,7 +144,10 @@ def blob_tolerance(colour: np.ndarray, background: np.ndarray) -> float:
     only tightens when the lights dim: at level 0.45 every colour in the frame is 0.45x
     as far apart, and a fixed tolerance would merge the object with its background (the
     truth itself would not be found) and accept any muted patch as the object."""
-    contrast = float(np.linalg.norm(_f(background).reshape(-1, 3) - _f(colour), axis=-1).min())
+    pixels = _f(background).reshape(-1, 3)
+    if not len(pixels):
+        return BLOB_TOLERANCE
+    contrast = float(np.linalg.norm(pixels - _f(colour), axis=-1).min())
     return min(BLOB_TOLERANCE, BLOB_CONTRAST_SHARE * contrast)
 
 
@@ -201,6 +204,8 @@ def object_found(
     duplicated object has too many. ``background`` (the true one of that frame) sets
     the colour tolerance (:func:`blob_tolerance`). With ``mask`` (the object's true
     pixels) a blob must also cover ``PRESENCE_FRACTION`` of it (location-aware)."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
     tol = blob_tolerance(colour, background)
     labels, areas = colour_blobs(denoise(frame), colour, others, tol)
     return _one_object(labels, areas, area, mask, copies)
@@ -224,10 +229,17 @@ def _one_object(
     return any((labels[mask] == i + 1).sum() >= need for i in ok)
 
 
-def same_colour_count(colours: np.ndarray, colour: np.ndarray) -> int:
-    """How many of ``colours`` (n, 3) equal ``colour`` (3,): the copies of an object's
-    colour a frame may show (the truth's colours are exact)."""
-    return int((np.asarray(colours) == np.asarray(colour)).all(axis=-1).sum())
+def truth_context(
+    colours: np.ndarray, areas: np.ndarray, colour: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """How to look for ``colour`` in a frame whose truth has objects of ``colours``
+    (K, 3) showing ``areas`` (K,) pixels: the other visible colours (a pixel nearer one
+    of them is not this object; under dim or bright light two object colours can come
+    within the tolerance of each other) and how many objects of exactly this colour are
+    big enough to be found (the copies allowed, at least 1)."""
+    same = (np.asarray(colours) == np.asarray(colour)).all(axis=-1)
+    others = np.asarray(colours)[(areas > 0) & ~same]
+    return others, max(1, int((same & (areas >= MIN_OBJECT_AREA)).sum()))
 
 
 def identity_counts(
@@ -241,19 +253,17 @@ def identity_counts(
     the truth at the same frames; an object is scored where it shows at least
     ``MIN_OBJECT_AREA`` true pixels, with its true visible area as the reference, its
     contrast to the background as the colour tolerance (:func:`blob_tolerance`) and the
-    visible objects of its colour as the copies allowed; pixels nearer another visible
-    object's colour belong to that object. The first count ignores where the blob is
-    (long rollouts legitimately diverge from the true trajectories); the second needs
-    the blob on the object's true mask."""
+    objects of its colour as the copies allowed (:func:`truth_context`); pixels nearer
+    another visible object's colour belong to that object. The first count ignores
+    where the blob is (long rollouts legitimately diverge from the true trajectories);
+    the second needs the blob on the object's true mask."""
     found = located = scored = 0
     areas = masks.sum(axis=(2, 3))  # (T, K)
     for t in range(len(frames)):
         clean = denoise(frames[t])
-        shown = np.flatnonzero(areas[t] > 0)
         for k in np.flatnonzero(areas[t] >= MIN_OBJECT_AREA):
             scored += 1
-            others = colours[t, [j for j in shown if j != k]]
-            copies = same_colour_count(colours[t, shown], colours[t, k])
+            others, copies = truth_context(colours[t], areas[t], colours[t, k])
             tol = blob_tolerance(colours[t, k], background[t])
             labels, blob_areas = colour_blobs(clean, colours[t, k], others, tol)
             found += _one_object(labels, blob_areas, areas[t, k], None, copies)

@@ -100,6 +100,27 @@ def test_signals_raise_once_then_are_ignored_until_the_block_ends() -> None:
     assert signal.getsignal(signal.SIGINT) == before  # restored
 
 
+def test_a_stop_in_a_nested_block_stays_a_stop_until_the_outermost_ends() -> None:
+    """``svi generate`` runs a raising() block (the run) inside another (the CLI): when
+    the inner one ends after a stop, a late second Ctrl-C must not be re-armed and cut
+    the report of the first (it printed "interrupted (SIGINT)" without what was written)."""
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as info, interrupts.raising():
+        try:
+            with interrupts.raising():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+        except Interrupted as first:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, late
+            for _ in range(1000):
+                pass
+            raise first.with_message("wrote 3 clips") from None
+    assert str(info.value) == "interrupted (SIGINT): wrote 3 clips"
+    assert signal.getsignal(signal.SIGINT) == before  # the outermost block restores
+
+
 def test_deferred_signals_wait_for_the_safe_point() -> None:
     done = []
     with pytest.raises(Interrupted) as info, interrupts.raising():

@@ -110,4 +110,15 @@ def _handlers(handler: Callable | int) -> Iterator[None]:
         yield
     finally:
         for signum, old in previous.items():
+            stopping = handler is not signal.SIG_IGN and signal.getsignal(signum) is signal.SIG_IGN
+            if stopping and _arms_a_stop(old):
+                # a stop began in this block, nested in another one of ours: re-arming
+                # that block's handler would let a second signal cut the finalising (the
+                # stop goes on until the outermost block ends and restores the caller's)
+                continue
             signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+def _arms_a_stop(handler: Any) -> bool:
+    """Is ``handler`` one of this module's (a :func:`raising` or :func:`deferred` block)?"""
+    return handler is _raise or isinstance(getattr(handler, "__self__", None), Pending)

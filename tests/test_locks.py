@@ -121,6 +121,25 @@ def test_a_stop_in_a_nested_block_stays_a_stop_until_the_outermost_ends() -> Non
     assert signal.getsignal(signal.SIGINT) == before  # the outermost block restores
 
 
+def test_the_cli_ignores_signals_after_reporting_a_stop(monkeypatch, capsys) -> None:
+    """The process is ending: a Ctrl-C during interpreter shutdown must not become a
+    KeyboardInterrupt traceback after the one error line."""
+    from svi import cli
+
+    def stopped(**_):
+        raise Interrupted(signal.SIGINT).with_message("wrote 2 clips")
+
+    before = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(cli, "app", stopped)
+    try:
+        assert cli.main(["generate"]) == 130
+        assert capsys.readouterr().err == "error: interrupted (SIGINT): wrote 2 clips\n"
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_deferred_signals_wait_for_the_safe_point() -> None:
     done = []
     with pytest.raises(Interrupted) as info, interrupts.raising():

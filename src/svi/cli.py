@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     _THREAD_POLICY = threads.configure()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
+    stopped = False
     try:
         with raising():
             try:
@@ -594,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             except Interrupted as exc:
                 ignore_signals()
                 _error(str(exc))
+                stopped = True
                 return exc.exit_code
             except click_exc.NoArgsIsHelpError as exc:
                 typer.echo(exc.ctx.get_help() if exc.ctx else "")
@@ -608,7 +610,11 @@ def main(argv: list[str] | None = None) -> int:
                 _error(message)
                 return code
     except Interrupted as exc:  # a second signal while the first was being reported
+        stopped = True
         return exc.exit_code
+    finally:
+        if stopped:  # the process ends: a late Ctrl-C must not become a traceback at exit
+            ignore_signals()
     return code if isinstance(code, int) else 0  # typer returns the code of a typer.Exit
 
 

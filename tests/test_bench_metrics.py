@@ -29,7 +29,8 @@ def _any_sized_blob(frames, truth, tolerance=metrics.BLOB_TOLERANCE) -> float:
             area = truth.masks[f, k].sum()
             if area >= metrics.MIN_OBJECT_AREA:
                 _, areas = metrics.colour_blobs(clean, truth.colours[f, k], None, tolerance)
-                hits.append((areas >= area / 2.5).any() and (areas <= area * 2.5).any())
+                factor = metrics.AREA_FACTOR
+                hits.append((areas >= area / factor).any() and (areas <= area * factor).any())
     return float(np.mean(hits))
 
 

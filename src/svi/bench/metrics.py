@@ -182,8 +182,7 @@ def sized_blob_count(
     """How many connected blobs of ``colour`` the :func:`denoise`-d ``frame`` has whose
     area is within ``AREA_FACTOR`` of ``area``; ``background`` (the true one of that
     frame) sets the colour tolerance (:func:`blob_tolerance`)."""
-    tol = blob_tolerance(colour, background)
-    _, areas = colour_blobs(denoise(frame), colour, others, tol)
+    _, areas = _frame_blobs(frame, colour, background, others)
     return len(_sized(areas, area))
 
 
@@ -206,9 +205,15 @@ def object_found(
     pixels) a blob must also cover ``PRESENCE_FRACTION`` of it (location-aware)."""
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}")
-    tol = blob_tolerance(colour, background)
-    labels, areas = colour_blobs(denoise(frame), colour, others, tol)
+    labels, areas = _frame_blobs(frame, colour, background, others)
     return _one_object(labels, areas, area, mask, copies)
+
+
+def _frame_blobs(
+    frame: np.ndarray, colour: np.ndarray, background: np.ndarray, others: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`colour_blobs` of one raw frame: denoised, at the colour's tolerance."""
+    return colour_blobs(denoise(frame), colour, others, blob_tolerance(colour, background))
 
 
 def _sized(areas: np.ndarray, area: float) -> np.ndarray:

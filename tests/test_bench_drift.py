@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from svi.bench import drift
+from svi.bench import headline as headline_score
 from svi.bench.drift import CLIP_METRICS, Contender, load_contenders, parse_lora_option, run_drift
 from svi.bench.report import build_report, headline, markdown, write_report
 from svi.cli import main
@@ -40,7 +41,16 @@ def _run(model, contenders, tmp_path, clips=3, kind="creative", **kw):
 
 def test_one_row_per_clip_and_scene(model, lora, tmp_path: Path) -> None:
     run = _run(model, [Contender("base"), Contender("l", loras=((lora, 1.0),))], tmp_path)
-    assert set(run.rows) == {"base", "l"}
+    assert set(run.rows) == {"base", "l", "truth", "freeze", "hold-last"}
+    assert run.references() == ["truth", "freeze", "hold-last"]
+    assert list(run.model_groups()) == ["base", "l"]
+    # the bounds: the truth is 1 on every clip, the start frame held 0 (or above 0 where
+    # the truth stands still and the freeze's error is below the floor)
+    assert (run.curve("truth", "headline") == 1.0).all()
+    freeze_errors = run.curve("freeze", "headline_error")
+    frozen = run.curve("freeze", "headline")
+    assert (frozen[freeze_errors >= headline_score.ERROR_FLOOR] == 0.0).all()
+    assert (frozen >= 0).all() and (run.curve("base", "headline") < 1.0).all()
     assert all(
         len(scenes) == 2 and all(len(r) == 3 for r in scenes) for scenes in run.rows.values()
     )
@@ -89,12 +99,22 @@ def test_report_has_cis_pairs_and_protocol(model, lora, tmp_path: Path, monkeypa
     report = build_report(run, GenerationConfig())
     proto = report["protocol"]
     assert proto["publishable"] is False and len(proto["not_publishable_because"]) == 2
-    assert set(report["summary"]) == {"base", "l1", "l2", "l (pooled)"}
+    # the truth on top, the frozen pictures at the bottom; references are not paired
+    assert list(report["summary"]) == ["truth", "base", "l1", "l2", "l (pooled)", "freeze",
+                                       "hold-last"]  # fmt: skip
     assert set(report["paired"]) == {"base vs l", "l vs base"}
+    assert report["protocol"]["intervals"]["resamples"] == 4000
     iv = report["summary"]["base"]["motion"]["3"]
-    assert iv["lo"] <= iv["mean"] <= iv["hi"]
+    assert iv["mean"] == pytest.approx(float(np.mean(run.at_horizon("base", "motion", 3))))
+    # the pairing: A - B of the seed-averaged values on the same scenes, wins by scene
+    a = run.group_at_horizon("l", "background_error", 3)
+    b = run.at_horizon("base", "background_error", 3)
     pair = report["paired"]["l vs base"]["background_error"]["3"]
-    assert pair["wins"] + pair["losses"] <= 2
+    assert pair["diff"]["mean"] == pytest.approx(float(np.mean(a - b)))
+    assert (pair["wins"], pair["losses"]) == (int((a < b).sum()), int((a > b).sum()))
+    mirrored = report["paired"]["base vs l"]["background_error"]["3"]
+    assert mirrored["diff"]["mean"] == pytest.approx(-pair["diff"]["mean"])
+    assert (mirrored["wins"], mirrored["losses"]) == (pair["losses"], pair["wins"])
     assert report["provenance"]["model_hash"] and report["provenance"]["metrics_version"]
     assert report["provenance"]["commit"] == "f00d" * 10
     assert len(report["curves"]["l"]["motion"]["mean"]) == 3
@@ -231,7 +251,7 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| l | background_error | 3 | 1/1 |" in out and "NO" not in out
-    assert "every difference within the recorded CI half-width" in out
+    assert "every value as recorded (up to float noise)" in out
 
     report = json.loads(result.read_text())
     iv = report["summary"]["l"]["motion"]["3"]
@@ -263,3 +283,25 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
         assert main(["bench", "reproduce", str(tmp_path / "x.json"), "--clips", "3"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_batched_rollouts_do_not_depend_on_their_batch_mates(model, tmp_path: Path) -> None:
+    """Scenes rolled out together (one DiT batch, padded to --batch rows) give each scene
+    the frames it gets in any other batch of that size; a batched run has its own cache
+    key (its rounding may differ from one scene at a time) and extends exactly."""
+    both = _run(model, [Contender("base")], tmp_path / "a", clips=3, batch=4)
+    alone = run_drift(model, [Contender("base")], [39], 3, kind="creative", split="val",
+                      config=GenerationConfig(), cache_dir=tmp_path / "b", progress=False,
+                      use_features=False, batch=4)  # fmt: skip
+    assert json.dumps(alone.rows["base"][0]) == json.dumps(both.rows["base"][1])
+    single = _run(model, [Contender("base")], tmp_path / "a", clips=3)
+    keys = {p.name for p in (tmp_path / "a" / "cache").iterdir()}
+    assert len(keys) == 2 + 3  # base alone, base batched, and the three references
+    assert both.meta["batch"] == 4 and single.meta["batch"] == 1
+    np.testing.assert_allclose(single.curve("base", "motion"), both.curve("base", "motion"),
+                               atol=0.02)  # fmt: skip
+    longer = _run(model, [Contender("base")], tmp_path / "a", clips=5, batch=4)
+    direct = _run(model, [Contender("base")], tmp_path / "c", clips=5, batch=4)
+    assert json.dumps(longer.rows) == json.dumps(direct.rows)
+    with pytest.raises(SviError, match="--batch must be >= 1"):
+        _run(model, [Contender("base")], tmp_path / "a", batch=0)

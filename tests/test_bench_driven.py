@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,36 @@ def _numbers(report: dict) -> str:
     return json.dumps([report[k] for k in ("summary", "paired", "per_scene", "curves")])
 
 
+def _record_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict]]:
+    """Record what every (contender, scene) job returned - its raw per-clip rows and
+    generation seconds - per contender name, in scene order."""
+    seen: dict[str, list[dict]] = {}
+    real = driven.run_driven_job
+
+    def recording(job: driven.DrivenJob) -> dict:
+        out = real(job)
+        seen.setdefault(job.contender.name, []).append(out)
+        return out
+
+    monkeypatch.setattr(driven, "run_driven_job", recording)
+    return seen
+
+
+def _expected_mean(scenes: list[dict], metric: str, h: int) -> float:
+    """The summary mean at horizon ``h`` of a 2-clip run, recomputed from the raw rows:
+    per scene the mean of clip 1 alone (h = 1) or of both clips (h = 2: the window of
+    max(5, h // 5) clips reaches back to clip 1), NaN clips left out; then the mean over
+    the scenes that have a value."""
+    per_scene = []
+    for scene in scenes:
+        values = [r[metric] for r in scene["rows"][:h] if math.isfinite(r[metric])]
+        if values:
+            per_scene.append(sum(values) / len(values))
+    return sum(per_scene) / len(per_scene) if per_scene else math.nan
+
+
 def test_audio_report_layout_and_cached_rerun(setup, tmp_path: Path, capsys, monkeypatch) -> None:
+    scored = _record_jobs(monkeypatch)
     code, report = _bench(setup, "audio", tmp_path / "talk")
     assert code == 0 and report is not None
     p, prov = report["protocol"], report["provenance"]
@@ -60,18 +90,42 @@ def test_audio_report_layout_and_cached_rerun(setup, tmp_path: Path, capsys, mon
     assert p["scenes"] == 2 and p["clips"] == 2 and p["horizons"] == [1, 2]
     assert p["publishable"] is False and "2 scenes < 32" in p["not_publishable_because"]
     assert set(p["clip_metrics"]) == {"sync", "psnr", "ssim"}
-    assert set(report["summary"]) == {"one", "wan"} and list(report["paired"]) == ["one vs wan"]
+    # the truth on top, the frozen pictures at the bottom; only the models are paired
+    assert list(report["summary"]) == ["truth", "one", "wan", "freeze", "hold-last"]
+    assert list(report["paired"]) == ["one vs wan"]
+    assert prov["clips_generated"]["truth"] == 0 and report["summary"]["truth"]["ssim"]["2"][
+        "mean"] == 1.0  # fmt: skip
+    for ref in ("freeze", "hold-last"):  # a frozen mouth scores 0 where the audio moves
+        for scene in scored[ref]:
+            assert all(row["sync"] == 0.0 or (row["sync_degenerate"] and math.isnan(row["sync"]))
+                       for row in scene["rows"])  # fmt: skip
     assert set(report["summary"]["one"]["psnr"]) == {"1", "2"}
     assert report["summary"]["one"]["psnr"]["2"]["n"] == 2
     pair = report["paired"]["one vs wan"]["ssim"]["1"]
     assert {"diff", "wins", "losses", "significant"} <= set(pair)
     assert set(report["video_summary"]["one"]) == {"sync_overall", "sync_lag", "sync_lag_r"}
-    deg = report["degenerate_clips"]["one"]["2"]
-    assert deg["clips"] == 4 and 0 <= deg["degenerate"] <= 4
+    # the aggregates are the raw per-clip scores the jobs returned, counted and averaged
+    one = scored["one"]
+    assert len(one) == 2 and all(len(scene["rows"]) == 2 for scene in one)
+    flags = [[row["sync_degenerate"] for row in scene["rows"]] for scene in one]
+    assert all(math.isnan(row["sync"]) == row["sync_degenerate"]
+               for scene in one for row in scene["rows"])  # fmt: skip
+    assert report["degenerate_clips"]["one"] == {
+        "1": {"degenerate": sum(f[0] for f in flags), "clips": 2},  # clip 1 of each scene
+        "2": {"degenerate": sum(map(sum, flags)), "clips": 4},  # both clips of each scene
+    }
+    for metric in ("sync", "psnr", "ssim"):
+        for h in (1, 2):
+            expected = _expected_mean(one, metric, h)
+            assert report["summary"]["one"][metric][str(h)]["mean"] == pytest.approx(
+                expected, rel=1e-9, nan_ok=True
+            ), (metric, h)
     assert len(report["curves"]["one"]["psnr"]["mean"]) == 2
     assert prov["command"].startswith("svi bench driven --condition audio")
     assert prov["model_hash"] and prov["commit"] and prov["clips_generated"]["one"] == 4
-    assert prov["seconds_per_clip"]["one"] > 0
+    seconds = [t for scene in one for t in scene["generated_seconds"]]
+    assert len(seconds) == 4  # 2 scenes x 2 clips, each timed
+    assert prov["seconds_per_clip"]["one"] == pytest.approx(sum(seconds) / 4, rel=1e-9)
     md = (tmp_path / "talk.md").read_text(encoding="utf-8")
     assert f"Command: `{prov['command']}`" in md and "NOT publishable" in md
     assert (tmp_path / "talk.png").stat().st_size > 0
@@ -85,10 +139,11 @@ def test_audio_report_layout_and_cached_rerun(setup, tmp_path: Path, capsys, mon
     code, again = _bench(setup, "audio", tmp_path / "again")
     assert code == 0 and again is not None
     assert _numbers(again) == _numbers(report)
-    assert again["provenance"]["clips_generated"] == {"one": 0, "wan": 0}
+    assert again["provenance"]["clips_generated"] == {n: 0 for n in again["summary"]}
 
 
 def test_pose_report_and_publishable_flag(setup, tmp_path: Path, monkeypatch) -> None:
+    scored = _record_jobs(monkeypatch)
     code, report = _bench(setup, "pose", tmp_path / "dance", "--split", "val")
     assert code == 0 and report is not None
     p = report["protocol"]
@@ -97,7 +152,12 @@ def test_pose_report_and_publishable_flag(setup, tmp_path: Path, monkeypatch) ->
     assert "degenerate_clips" not in report
     one = report["summary"]["one"]
     assert all(one[m]["1"]["n"] == 2 for m in p["clip_metrics"])
-    assert 0 <= one["iou"]["2"]["mean"] <= 1
+    for metric in p["clip_metrics"]:  # each the mean of the raw per-clip scores
+        for h in (1, 2):
+            expected = _expected_mean(scored["one"], metric, h)
+            assert one[metric][str(h)]["mean"] == pytest.approx(expected, rel=1e-9), (metric, h)
+    ious = [row["iou"] for scene in scored["one"] for row in scene["rows"]]
+    assert all(0 <= x <= 1 for x in ious)
     # enough scenes on the test split: publishable (the threshold lowered to 2)
     monkeypatch.setattr(drift, "MIN_PUBLISHED_SCENES", 2)
     monkeypatch.setattr(driven, "MIN_PUBLISHED_SCENES", 2)
@@ -150,7 +210,7 @@ def test_reproduce_a_driven_result_at_its_length(setup, tmp_path: Path, capsys) 
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| one | sync_lag_r (video) | 2 | 1/1 |" in out and "| wan | psnr | 2 | 1/1 |" in out
-    assert "| NO |" not in out and "every difference within" in out
+    assert "| NO |" not in out and "every value as recorded" in out
 
     # written in another checkout: the adapter the model ships is found by its name
     shipped = Path(setup["model"]) / "moved_lora.safetensors"

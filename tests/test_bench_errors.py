@@ -62,10 +62,57 @@ def test_bank_table_refuses_a_run_without_banks(tmp_path: Path) -> None:
         bank_table(tmp_path)
 
 
-def test_rollout_table_one_row_per_clip(tmp_path: Path) -> None:
+def test_rollout_table_one_row_per_clip(tmp_path: Path, monkeypatch) -> None:
+    """The real pipeline rolls out a synthetic scene, and each clip hands on the truth at
+    its own times plus a known error, so every figure of the table is known."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from svi.bench import drift
+
     pipe = SVIPipeline.from_pretrained(build_tiny_world_model(tmp_path / "m"))
+    size = pipe.bundle.preset.height
+    assert size == 32  # below: 9 of the 32 rows carry the error a, 23 the error b
+    # the error clip k + 1 carries, in uint8 levels (R, G, B) times k + 1: on rows 0-8
+    # (an object over rows 0-7 and its 1 px margin) and on the background (rows 9-31)
+    obj_err, bg_err = np.array([8, -4, 2]), np.array([-6, 0, 9])  # an exact channel counts
+    scenes = []
+
+    def render_scene(kind, seed, clips, num_frames, size, motion):
+        """Frame t: grey 60 + 10 t; one object covering rows 0-7 of every frame."""
+        total = clips * (num_frames - motion) + motion
+        grey = (60 + 10 * np.arange(total)).astype(np.uint8)[:, None, None, None]
+        masks = np.zeros((total, 1, size, size), bool)
+        masks[:, :, :8] = True
+        frames = np.broadcast_to(grey, (total, size, size, 3)).copy()
+        scenes.append(
+            SimpleNamespace(frames=frames, prompt="a", truth=SimpleNamespace(masks=masks))
+        )
+        return scenes[-1]
+
+    real_generate = pipe.generate
+
+    def generate(start, prompts, plan, **kwargs):
+        """The real clips; clip k carries the stitched frames it ends with (the last M of
+        the first (k + 1) (F - M) + M), plus its known error."""
+        f, m = plan.num_frames, plan.carried_frames
+        for clip in real_generate(start, prompts, plan, **kwargs):
+            end = (clip.index + 1) * (f - m) + m
+            carried = scenes[-1].frames[end - m : end].astype(np.int16)
+            carried[:, :9] += (clip.index + 1) * obj_err
+            carried[:, 9:] += (clip.index + 1) * bg_err
+            yield replace(clip, carry=replace(clip.carry, frames=carried.astype(np.uint8)))
+
+    monkeypatch.setattr(drift, "render_scene", render_scene)
+    monkeypatch.setattr(pipe, "generate", generate)
     table = rollout_table(pipe, [9, 39], 3, GenerationConfig())
+    assert len(scenes) == 2 and table["scenes"] == 2 and table["motion_frames"] == 2
     assert [r["clip"] for r in table["clips"]] == [1, 2, 3]
-    assert all(r["rms"] > 0 and r["background_rms"] > 0 for r in table["clips"])
+    for row in table["clips"]:
+        a, b = row["clip"] * obj_err / 127.5, row["clip"] * bg_err / 127.5  # in [-1, 1] units
+        assert row["n"] == 2  # scenes
+        assert row["rms"] == pytest.approx(np.sqrt((9 * a @ a + 23 * b @ b) / (32 * 3)), rel=1e-5)
+        assert row["background_rms"] == pytest.approx(np.sqrt(b @ b / 3), rel=1e-5)
+        assert row["channel_mean"] == pytest.approx(list((9 * a + 23 * b) / 32), abs=1e-5)
     text = markdown(bank_table(_checkpoint(tmp_path)), table)
     assert "bank image error" in text and "clip 3" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,38 @@ def test_shipped_loras_by_short_name(tmp_path: Path) -> None:
         assert shipped_lora(folder, bad) is None, bad
     with pytest.raises((SviError, FileNotFoundError)):
         pipe.load_lora("nonexistent")
+
+
+@pytest.mark.parametrize("handoff", ["pixel", "latent"])
+def test_a_batch_of_videos_matches_each_video_alone(pipe, start, handoff: str) -> None:
+    """generate_batch: video i is generate() with seed i and stream i - bit-exact for a
+    batch of one; in a larger batch within the rounding of a batched matrix product."""
+    starts = [start, np.ascontiguousarray(start[:, ::-1]), 255 - start]
+    streams = [["a red disc"], ["a blue square", "a green ring"], ["x"]]
+    seeds = [3, 50, 7]
+    plan = pipe.plan(GenerationConfig(clips=3, handoff=handoff), ["a", "b"])
+    batched = [[] for _ in starts]
+    for out in pipe.generate_batch(starts, streams, plan, seeds):
+        assert [c.index for c in out] == [out[0].index] * 3
+        for part, clip in zip(batched, out, strict=True):
+            part.append(clip)
+    for i, (s, stream, seed) in enumerate(zip(starts, streams, seeds, strict=True)):
+        alone = list(pipe.generate(s, stream, replace(plan, seed=seed)))
+        assert [c.seed for c in alone] == [c.seed for c in batched[i]]
+        assert [c.prompt for c in alone] == [c.prompt for c in batched[i]]
+        diff = np.abs(np.stack([c.frames for c in alone]).astype(int)
+                      - np.stack([c.frames for c in batched[i]]))  # fmt: skip
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+        one = next(iter(pipe.generate_batch([s], [stream], plan, [seed])))[0]
+        assert np.array_equal(one.frames, alone[0].frames)  # a batch of one: bit-exact
+
+
+def test_a_batch_refuses_what_runs_one_video_at_a_time(pipe, start) -> None:
+    plan = pipe.plan(GenerationConfig(clips=2), ["a"])
+    with pytest.raises(SviError, match="as many prompt streams"):
+        next(pipe.generate_batch([start, start], [["a"]], plan, [1, 2]))
+    with pytest.raises(SviError, match="no re-roll"):
+        next(pipe.generate_batch([start], [["a"]], pipe.plan(
+            GenerationConfig(clips=2, reroll=0.1), ["a"]), [1]))  # fmt: skip
+    with pytest.raises(SviError, match="at least one prompt"):
+        next(pipe.generate_batch([start], [[]], plan, [1]))

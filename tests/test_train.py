@@ -10,6 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 from svi import flow
 from svi.checkpoint import list_checkpoints
 from svi.clips import WorldClips
@@ -103,9 +108,59 @@ def test_recipe_loading_and_unknown_keys(tmp_path: Path) -> None:
         load_recipe(tmp_path / "missing.toml")
 
 
+def _chain(recipe: Path) -> list[tuple[Path, dict]]:
+    """(file, its tables) of a recipe and of each recipe it extends, nearest first."""
+    chain = []
+    while True:
+        data = tomllib.loads(recipe.read_text(encoding="utf-8"))
+        parent = data.pop("extends", None)
+        chain.append((recipe, data))
+        if parent is None:
+            return chain
+        recipe = recipe.parent / parent
+
+
+def _written(recipe: Path) -> dict[tuple[str, ...], object]:
+    """Every value a recipe sets, by key path (``("optim", "lr")``): its own, then those
+    of the recipes it extends that it does not set itself."""
+    values: dict[tuple[str, ...], object] = {}
+
+    def walk(table: dict, prefix: tuple[str, ...]) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                walk(value, (*prefix, key))
+            else:
+                values.setdefault((*prefix, key), value)
+
+    for _, data in _chain(recipe):
+        walk(data, ())
+    return values
+
+
 def test_shipped_recipes_parse() -> None:
-    for recipe in Path(__file__).resolve().parents[1].glob("recipes/*.toml"):
-        load_recipe(recipe)
+    """Every shipped recipe loads holding each value it, or a recipe it extends, writes
+    (the nearer file winning); the anchor-padding contenders keep the shared file's
+    budget, seed and optimiser, as that file demands."""
+    folder = Path(__file__).resolve().parents[1] / "recipes"
+    shared = folder / "world-tiny-lora-anchor-base.toml"
+    recipes = sorted(folder.glob("*.toml"))
+    assert shared in recipes and len(recipes) > 1
+    base = load_recipe(shared)
+    contenders = 0
+    for recipe in recipes:
+        cfg = load_recipe(recipe)
+        written = _written(recipe)
+        assert written, recipe.name
+        for path, value in written.items():
+            got = cfg
+            for key in path:
+                got = getattr(got, key)
+            assert (list(got) if isinstance(got, tuple) else got) == value, (recipe.name, path)
+        if recipe != shared and shared in [file for file, _ in _chain(recipe)]:
+            contenders += 1
+            same = ("steps", "batch_size", "seed", "optim", "lora_rank", "lora_alpha", "init")
+            assert [getattr(cfg, k) for k in same] == [getattr(base, k) for k in same], recipe
+    assert contenders >= 2
 
 
 def _lora_config(erft: bool, init: str, erft_kw: dict | None = None, **kw) -> TrainConfig:

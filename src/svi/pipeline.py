@@ -197,11 +197,7 @@ class SVIPipeline:
         while plan.clips == 0 or k < plan.clips:
             t0 = time.perf_counter()
             prompt = self.prompt_for(prompts, k, plan)
-            text = b.text_encoder.encode([prompt])
-            neg = b.text_encoder.encode([plan.negative_prompt])
-            y = self._conditioning(carry, anchor, plan)
-            first_motion = to_signed(carry.frames[0])[None]  # CLIP input of Wan 2.1 only
-            experts = b.experts_for(first_motion)
+            y, text, neg, experts = self._clip_inputs([carry], [anchor], [prompt], plan)
             if drive is not None:  # clip k's part of the audio / pose stream
                 experts = replace(experts, drive=drive.clip(k, plan.num_frames, m))
 
@@ -224,6 +220,70 @@ class SVIPipeline:
             yield Clip(k, prompt, seed, frames, frames[kept], frames[kept.stop :], carry,
                        time.perf_counter() - t0, {"tries": tries} if tries else {})  # fmt: skip
             k += 1
+
+    def generate_batch(
+        self,
+        starts: list[np.ndarray],
+        prompts: list[list[str]],
+        plan: GenerationPlan,
+        seeds: list[int],
+        *,
+        first_clip: int = 0,
+        carries: list[Carry] | None = None,
+        on_clip: Callable[[], None] | None = None,
+    ) -> Iterator[list[Clip]]:
+        """Several videos at once, one DiT batch per sampler step: video i starts from
+        ``starts[i]`` with prompt stream ``prompts[i]`` and clip seeds ``seeds[i] + k *
+        seed_stride``; yields, per clip k, the list of the videos' clips. ``plan`` must
+        give a number of clips. Its frames equal :meth:`generate`'s up to float rounding
+        (a batched matrix product may round differently; measured in
+        benchmarks/batch_bench.py); re-roll and audio / pose drives run one video at a time."""
+        n = len(starts)
+        if not n or len(prompts) != n or len(seeds) != n or (carries and len(carries) != n):
+            raise SviError("generate_batch needs as many prompt streams, seeds (and carries) "
+                           "as start videos, and at least one")  # fmt: skip
+        if plan.clips < 1 or plan.reroll is not None:
+            raise SviError("a batch of videos needs a number of clips and no re-roll")
+        if any(not p for p in prompts):
+            raise SviError("at least one prompt is needed for every video")
+        b = self.bundle
+        anchors = [to_signed(s[0])[None] for s in starts]  # (1, 3, H, W) each
+        carries = list(carries or [Carry(frames=s[-plan.num_frames + 1 :]) for s in starts])
+        for k in range(first_clip, plan.clips):
+            t0 = time.perf_counter()
+            texts = [self.prompt_for(p, k, plan) for p in prompts]
+            y, text, neg, experts = self._clip_inputs(carries, anchors, texts, plan)
+            clip_seeds = [replace(plan, seed=s).clip_seed(k) for s in seeds]
+            noise = torch.cat([clip_noise((1, *b.latent_shape), s) for s in clip_seeds])
+            latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
+                                     shift=plan.shift, cfg=plan.cfg)  # fmt: skip
+            decoded = b.codec.decode(latents)
+            if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
+                raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, "
+                               "--shift and the LoRA weights and strengths")  # fmt: skip
+            frames, m, kept = to_uint8(decoded), plan.motion_frames, plan.kept(k)
+            seconds = (time.perf_counter() - t0) / n
+            out = []
+            for i in range(n):
+                lat = latents[i : i + 1, :, -m:].clone() if plan.handoff == "latent" else None
+                carries[i] = Carry(frames=frames[i][-m:], latents=lat)
+                out.append(Clip(k, texts[i], clip_seeds[i], frames[i], frames[i][kept],
+                                frames[i][kept.stop :], carries[i], seconds))  # fmt: skip
+            yield out
+            if on_clip is not None:
+                on_clip()
+
+    def _clip_inputs(self, carries: list[Carry], anchors: list[torch.Tensor],
+                     prompts: list[str], plan: GenerationPlan):  # fmt: skip
+        """y (B, ...), text and negative text states and the DiT call of one clip of each
+        video (CLIP image tokens of its first carried frame on Wan 2.1)."""
+        b = self.bundle
+        text = b.text_encoder.encode(prompts)
+        neg = b.text_encoder.encode([plan.negative_prompt] * len(prompts))
+        y = torch.cat([self._conditioning(c, a, plan) for c, a in zip(carries, anchors,
+                                                                       strict=True)])  # fmt: skip
+        first_motion = torch.cat([to_signed(c.frames[0])[None] for c in carries])
+        return y, text, neg, b.experts_for(first_motion)
 
     def _anchor_latent(self, anchor: torch.Tensor) -> torch.Tensor:
         """The anchor's latent, encoded once per generation (latent hand-off)."""

@@ -56,8 +56,14 @@ class Experts:
         param = next(model.parameters())
         inp = torch.cat([x, y], dim=1).to(param.dtype)  # (B, 2C + 4, f, h, w)
         extra = {}
-        if self.image_states is not None:
-            extra["encoder_hidden_states_image"] = self.image_states.expand(x.shape[0], -1, -1)
+        if self.image_states is not None:  # one row per video, tiled for the CFG branches
+            states = self.image_states
+            reps = x.shape[0] // states.shape[0]
+            extra["encoder_hidden_states_image"] = (
+                states.expand(x.shape[0], -1, -1)
+                if states.shape[0] == 1
+                else states.repeat(reps, 1, 1)
+            )
         out = model(
             hidden_states=inp,
             timestep=sigma.to(param.dtype) * flow.NUM_TRAIN_TIMESTEPS,

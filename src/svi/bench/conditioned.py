@@ -156,6 +156,13 @@ def sync_scores(
     )
 
 
+def silent(envelope: np.ndarray, gamma: float = MOUTH_GAMMA) -> bool:
+    """Does the target (``envelope ** gamma``) barely move (std < ``QUIET_STD``)? Then no
+    mouth can be scored against it; otherwise a constant mouth simply failed to follow."""
+    target = np.clip(np.asarray(envelope, np.float64), 0.0, None) ** gamma
+    return len(target) < 2 or float(target.std()) < QUIET_STD
+
+
 def _lengths(
     opening: np.ndarray, envelope: np.ndarray, gamma: float
 ) -> tuple[np.ndarray, np.ndarray]:

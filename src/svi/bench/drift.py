@@ -29,19 +29,20 @@ from pathlib import Path
 import numpy as np
 
 from svi.atomic import write_atomic
-from svi.bench import events, metrics
+from svi.bench import events, headline, metrics
 from svi.config import tomllib
 from svi.errors import SviError
 from svi.fingerprint import code_commit, sha256_file
 
 log = logging.getLogger(__name__)
 
-METRICS_VERSION = "drift-v2.3"
+METRICS_VERSION = "drift-v3"
 MIN_PUBLISHED_SCENES = 32
 HORIZONS = (1, 10, 50, 200)
 
 # name -> which way is better (see svi.bench.stats.BETTER) and what it measures
 CLIP_METRICS: dict[str, tuple[str, str]] = {
+    "headline": ("higher", "0 = the start frame held, 1 = the truth (svi.bench.headline)"),
     "identity": ("higher", "share of true objects found as one blob of their colour and size"),
     "identity_located": ("higher", "same, and the blob covers the object's true position"),
     "background_error": ("lower", "median |frame - true background| off the true objects"),
@@ -51,8 +52,8 @@ CLIP_METRICS: dict[str, tuple[str, str]] = {
         "excess luminance steps on the patch grid (x1000); nearer the truth's",
     ),
     "motion": ("truth", "mean |frame-to-frame change|; nearer the truth's is better"),
-    "seam": ("lower", "change across the clip boundary minus within-clip change"),
-    "flicker": ("lower", "mean |2nd temporal difference| of the mean colour"),
+    "seam": ("lower", "change across the clip boundary unlike the truth's there (0 = alike)"),
+    "flicker": ("truth", "mean |2nd temporal difference| of the mean colour; nearer the truth's"),
     "feature_clip1": ("higher", "world-feature cosine similarity to clip 1"),
     "feature_truth": ("higher", "world-feature cosine similarity to the true frames"),
     "event_following": ("higher", "share of prompted creative events that happened"),
@@ -60,7 +61,16 @@ CLIP_METRICS: dict[str, tuple[str, str]] = {
 TRUTH_VALUES = {
     "motion": "motion_truth",
     "grid_energy": "grid_truth",
+    "flicker": "flicker_truth",
 }  # per-clip truth value of a "truth" metric
+# how far a "truth" metric is from the truth's value: a ratio for changes (4x too still
+# is as bad as 4x too jittery: svi.bench.headline.ratio_error), a difference otherwise
+RATIO_DISTANCE = ("motion", "flicker")
+REFERENCES = {
+    "truth": "the world's own frames (through the same uint8 path as a generated video)",
+    "freeze": "the start frame held for the whole video",
+    "hold-last": "the last given frame held for the whole video (a model that only copies)",
+}
 
 
 def window(h: int) -> int:
@@ -72,7 +82,10 @@ def window(h: int) -> int:
 class Contender:
     """One entry of the benchmark: base chaining (no LoRA) or LoRA(s) on the base model.
 
-    ``group`` pools contenders that differ only in their training seed.
+    ``group`` pools contenders that differ only in their training seed; ``shipped``
+    names the file a user gets (``svi generate``'s default LoRA, ``--lora clean``) for
+    the report's comparison of shipped files; ``reference`` (one of :data:`REFERENCES`)
+    makes it a bound of the table that needs no model.
     """
 
     name: str
@@ -82,6 +95,8 @@ class Contender:
     recipe: str | None = None
     train_seed: int | None = None
     note: str = ""
+    shipped: str | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -99,9 +114,11 @@ def load_contenders(path: Path) -> list[Contender]:
     table = data.get("contender")
     if not isinstance(table, dict) or not table:
         raise SviError(f"{path}: no [contender.NAME] tables")
-    allowed = {"lora", "group", "padding", "recipe", "train_seed", "note"}
+    allowed = {"lora", "group", "padding", "recipe", "train_seed", "note", "shipped"}
     out = []
     for name, entry in table.items():
+        if name in REFERENCES:
+            raise SviError(f"{path}: {name!r} is a reference row every table has; rename it")
         unknown = set(entry) - allowed
         if unknown:
             raise SviError(f"{path}: contender {name!r} has unknown keys {sorted(unknown)}")
@@ -115,8 +132,31 @@ def load_contenders(path: Path) -> list[Contender]:
             loras.append((str(file), float(item[1])))  # existence: checked by run_drift
         out.append(Contender(name, entry.get("group", ""), tuple(loras), entry.get("padding"),
                              entry.get("recipe"), entry.get("train_seed"),
-                             entry.get("note", "")))  # fmt: skip
+                             entry.get("note", ""), entry.get("shipped")))  # fmt: skip
     return out
+
+
+def reference_contenders() -> list[Contender]:
+    """The bounds of every table: the truth, the start frame held, the last given frame held."""
+    return [Contender(name, note=note, reference=name) for name, note in REFERENCES.items()]
+
+
+def reference_video(name: str, episode, length: int, motion: int) -> np.ndarray:
+    """(length, H, W, 3) uint8 new frames of a reference row, aligned with the truth as a
+    rollout's are: the truth's own frames (through the uint8 <-> signed-float path of a
+    generated frame), its first frame held, or its last given frame (``motion - 1``) held."""
+    from svi.pixels import to_signed, to_uint8
+
+    frames = episode.frames[:length]
+    if len(frames) < length:
+        raise SviError(f"the scene has {len(frames)} frames, {length} needed")
+    if name == "truth":
+        return to_uint8(to_signed(frames).movedim(0, 1)[None])[0]
+    if name == "freeze":
+        return np.repeat(frames[:1], length, axis=0)
+    if name == "hold-last":
+        return np.repeat(frames[motion - 1 : motion], length, axis=0)
+    raise SviError(f"unknown reference {name!r}; known: {', '.join(REFERENCES)}")
 
 
 def parse_lora_option(item: str) -> Contender:
@@ -162,11 +202,15 @@ class ClipScorer:
         t, ep, s = self.truth, self.ep, slice(self.pos, self.pos + len(new))
         prev = self.video[max(0, self.pos - 2) : self.pos]
         self.video[s] = new
-        true_new = ep.frames[s]
+        true_new, true_prev = ep.frames[s], ep.frames[max(0, self.pos - 2) : self.pos]
         found, found_loc, scored = metrics.identity_counts(
             new, t.colours[s], t.masks[s], t.background[s]
         )
         within = metrics.motion_energy(new)
+        change, true_change = float("nan"), float("nan")
+        if len(prev):
+            change = metrics.motion_energy(np.stack([prev[-1], new[0]]))
+            true_change = metrics.motion_energy(np.stack([true_prev[-1], true_new[0]]))
         row = {
             "identity": found / scored if scored else float("nan"),
             "identity_located": found_loc / scored if scored else float("nan"),
@@ -176,8 +220,11 @@ class ClipScorer:
             "grid_truth": 1000 * metrics.grid_energy(true_new, self.period),
             "motion": within,
             "motion_truth": metrics.motion_energy(true_new),
-            "seam": metrics.seam_jump(prev[-1], new[0], within) if len(prev) else float("nan"),
+            "seam": headline.ratio_error(change, true_change),
+            "seam_change": change,
+            "seam_change_truth": true_change,
             "flicker": metrics.flicker(np.concatenate([prev, new])),
+            "flicker_truth": metrics.flicker(np.concatenate([true_prev, true_new])),
         }
         row.update(self._features(new, true_new))
         row["event_following"] = self._events(s)
@@ -238,6 +285,19 @@ def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, enc
     """Per-clip rows of a rollout's new frames against the episode's truth."""
     scorer = ClipScorer(episode, grid_period, encoder)
     return [scorer(video[i : i + per_clip]) for i in range(0, len(video), per_clip)]
+
+
+def score_with_references(video: np.ndarray, episode, per_clip: int, motion: int,
+                          grid_period: int, encoder=None) -> dict[str, list[dict]]:  # fmt: skip
+    """Per-clip rows, headline included, of ``video`` (new frames aligned with the
+    episode's, as a rollout's) under ``"video"`` and of every reference row of the same
+    length, all scored by the same code."""
+    videos = {"video": video}
+    videos.update({n: reference_video(n, episode, len(video), motion) for n in REFERENCES})
+    rows = {n: [score_video(v, episode, per_clip, grid_period, encoder)]  # one scene
+            for n, v in videos.items()}  # fmt: skip
+    add_headlines(rows)
+    return {n: scenes[0] for n, scenes in rows.items()}
 
 
 # -- contenders x scenes, cached ------------------------------------------------------
@@ -324,6 +384,7 @@ class Job:
     size: int
     grid_period: int
     use_features: bool
+    batch: int = 1  # scenes rolled out together (one DiT batch); 1 = alone
 
 
 _WORKER: dict = {}
@@ -344,24 +405,88 @@ def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
         if len(rows) >= job.scene.clips:
             return rows[: job.scene.clips]
     per_clip = job.num_frames - job.motion
-    video, carry = _cached_video(job.cache)
-    if video is None or len(video) < job.scene.clips * per_clip:
-        pipe = _worker_pipeline(job)
-        config = _config_for(job.contender, job.config)
-        done = None if video is None else (video, carry)
-        video, carry = rollout_scene(pipe, job.scene, config, on_clip, done)
-        _save_video(job.cache, video, carry)
-    video = video[: job.scene.clips * per_clip]
     ep = render_scene(job.scene.kind, job.scene.seed, job.scene.clips, job.num_frames,
                       job.size, job.motion)  # fmt: skip
+    if job.contender.reference:
+        video = reference_video(job.contender.reference, ep, job.scene.clips * per_clip,
+                                job.motion)  # fmt: skip
+    else:
+        video = _job_video(job, on_clip)[: job.scene.clips * per_clip]
     encoder = None
     if job.use_features:
         from svi.bench.features import load_feature_encoder
 
         encoder = _WORKER.setdefault("encoder", load_feature_encoder())
     rows = score_video(video, ep, per_clip, job.grid_period, encoder)
+    scores.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(scores, json.dumps({"scene": asdict(job.scene), "rows": rows}).encode())
     return rows
+
+
+def run_batch(jobs: list[Job], on_clip: Callable[[], None] | None = None) -> list[list[dict]]:
+    """Rows of several scenes of one contender whose rollouts are made together, in one
+    DiT batch of ``jobs[0].batch`` rows (padded with copies of the last scene, so that a
+    scene's frames never depend on how many others share its batch), then scored and
+    cached one by one as :func:`run_job` does."""
+    if len(jobs) == 1 and jobs[0].batch == 1:
+        return [run_job(jobs[0], on_clip)]
+    per_clip = jobs[0].num_frames - jobs[0].motion
+    need, done = [], []
+    for job in jobs:
+        video, carry = _cached_video(job.cache)
+        scored = job.cache.with_suffix(f".{job.score_key}.json").is_file()
+        if not (scored or job.contender.reference) and (
+            video is None or len(video) < job.scene.clips * per_clip
+        ):
+            need.append(job)
+            done.append(None if video is None else (video, carry))
+    if need:
+        if len({None if d is None else len(d[0]) for d in done}) > 1:
+            done = [None] * len(need)  # cached at different lengths: all from the start
+        pipe = _worker_pipeline(need[0])
+        config = _config_for(need[0].contender, need[0].config)
+        made = rollout_scenes(pipe, [j.scene for j in need], config, jobs[0].batch, done,
+                              on_clip)  # fmt: skip
+        for job, (video, carry) in zip(need, made, strict=True):
+            _save_video(job.cache, video, carry)
+    return [run_job(job) for job in jobs]
+
+
+def rollout_scenes(pipe, scenes: list[SceneSpec], config, batch: int, done=None, on_clip=None):
+    """:func:`rollout_scene` for scenes of one length together, ``batch`` rows per DiT
+    call; ``done`` (per scene None or a cached (frames, carry) of one common shorter
+    length) continues them. Returns [(new frames, carry)] in ``scenes``' order."""
+    if len({sc.clips for sc in scenes}) != 1 or batch < len(scenes):
+        raise SviError(f"a batch of {batch} holds up to {batch} scenes of one length")
+    plan = pipe.plan(replace(config, clips=scenes[0].clips, seed=0), ["a", "b"])
+    f, m = plan.num_frames, plan.carried_frames
+    padded = scenes + [scenes[-1]] * (batch - len(scenes))
+    done = list(done or [None] * len(scenes))
+    done += [done[-1]] * (batch - len(scenes))
+    eps = [render_scene(sc.kind, sc.seed, sc.clips, f, plan.height, m) for sc in padded]
+    parts = [[] if d is None else [d[0]] for d in done]
+    carries = None if done[0] is None else [d[1] for d in done]
+    first = 0 if done[0] is None else (len(done[0][0]) - plan.stitch_head) // plan.new_frames
+    prompts = [scene_prompts(ep, sc.clips, f, m) for ep, sc in zip(eps, padded, strict=True)]
+    for out in pipe.generate_batch([ep.frames[:m] for ep in eps], prompts, plan,
+                                   [sc.seed for sc in padded], first_clip=first,
+                                   carries=carries, on_clip=on_clip):  # fmt: skip
+        for part, clip in zip(parts, out, strict=True):
+            part.append(clip.new_frames)
+        carries = [clip.carry for clip in out]
+    return [(np.concatenate(parts[i]), carries[i]) for i in range(len(scenes))]
+
+
+def _job_video(job: Job, on_clip: Callable[[], None] | None = None) -> np.ndarray:
+    """The rollout's new frames: cached, continued from a shorter cached one, or made."""
+    video, carry = _cached_video(job.cache)
+    if video is None or len(video) < job.scene.clips * (job.num_frames - job.motion):
+        pipe = _worker_pipeline(job)
+        config = _config_for(job.contender, job.config)
+        done = None if video is None else (video, carry)
+        video, carry = rollout_scene(pipe, job.scene, config, on_clip, done)
+        _save_video(job.cache, video, carry)
+    return video
 
 
 def _save_video(path: Path, video: np.ndarray, carry) -> None:
@@ -429,12 +554,27 @@ class DriftRun:
             out.setdefault(c.group, []).append(c.name)
         return out
 
+    def seeds_at_horizon(self, group: str, metric: str, h: int) -> np.ndarray:
+        """(training seeds, scenes) :meth:`at_horizon` of each member of ``group``."""
+        return np.stack([self.at_horizon(n, metric, h) for n in self.groups()[group]])
+
     def group_at_horizon(self, group: str, metric: str, h: int) -> np.ndarray:
         """(scenes,) mean over the group's training seeds of :meth:`at_horizon`."""
-        vals = np.stack([self.at_horizon(n, metric, h) for n in self.groups()[group]])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(vals, axis=0)
+            return np.nanmean(self.seeds_at_horizon(group, metric, h), axis=0)
+
+    def references(self) -> list[str]:
+        return [c.name for c in self.contenders if c.reference]
+
+    def model_groups(self) -> dict[str, list[str]]:
+        """:meth:`groups` without the reference rows."""
+        refs = set(self.references())
+        return {g: names for g, names in self.groups().items() if not set(names) & refs}
+
+    def shipped(self) -> dict[str, str]:
+        """{shipped file label: contender name} of the contenders a user gets."""
+        return {c.shipped: c.name for c in self.contenders if c.shipped}
 
     def horizons(self) -> list[int]:
         return sorted({h for h in HORIZONS if h <= self.clips} | {self.clips})
@@ -451,10 +591,13 @@ def run_drift(
     config,
     cache_dir: Path,
     jobs: int = 1,
+    batch: int = 1,
     use_features: bool = True,
     progress: bool = True,
 ) -> DriftRun:
-    """Roll out every contender on every scene (cached per scene; ``jobs`` processes)."""
+    """Roll out every contender on every scene (cached per scene; ``jobs`` processes;
+    ``batch`` scenes of a contender in one DiT batch - another cache, see
+    :func:`run_batch`), with the reference rows and the headline."""
     from rich.progress import Progress
 
     from svi.bench.features import FEATURE_VERSION
@@ -463,10 +606,14 @@ def run_drift(
 
     if clips < 1:
         raise SviError(f"--clips must be >= 1, got {clips}")
+    if batch < 1:
+        raise SviError(f"--batch must be >= 1, got {batch}")
     if not seeds:
         raise SviError("at least one scene is needed")
     if len({c.name for c in contenders}) != len(contenders):
         raise SviError("contender names must be unique")
+    if taken := sorted({c.name for c in contenders} & set(REFERENCES)):
+        raise SviError(f"contender name(s) {', '.join(taken)} are the reference rows' names")
     for c in contenders:
         for lora, scale in c.loras:
             if not Path(lora).exists():
@@ -483,34 +630,55 @@ def run_drift(
     score_key = key_hash({"metrics": METRICS_VERSION, "features": features, "grid": grid})
     todo = []
     meta_contenders = {}
+    contenders = [*reference_contenders(), *contenders]
     for c in contenders:
-        key = contender_key(c, model_hash, config)
-        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
-        for seed in seeds:
-            path = cache_dir / key_hash(key) / f"{kind}-{seed}.npz"
-            todo.append(Job(model, c, SceneSpec(kind, seed, clips), config, path, score_key,
-                            p.num_frames, motion, p.height, grid, use_features))  # fmt: skip
-    results: list[list[dict] | None] = [None] * len(todo)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"drift ({kind}, {split})", total=len(todo) * clips)
-        if jobs <= 1:
-            for i, job in enumerate(todo):
-                before = bar.tasks[0].completed
-                results[i] = run_job(job, on_clip=lambda: bar.advance(task))
-                bar.update(task, completed=before + clips)
+        if c.reference:  # depends on the scene and the clip geometry only
+            key = {"reference": c.reference, "num_frames": p.num_frames, "motion": motion,
+                   "size": p.height}  # fmt: skip
         else:
-            results = run_parallel(run_job, todo, jobs, lambda: bar.advance(task, clips))
+            key = contender_key(c, model_hash, config)
+            if batch > 1:  # batched rollouts round differently: their own cache
+                key = {**key, "batch": batch}
+        meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
+        group = [Job(model, c, SceneSpec(kind, seed, clips), config,
+                     cache_dir / key_hash(key) / f"{kind}-{seed}.npz", score_key, p.num_frames,
+                     motion, p.height, grid, use_features, 1 if c.reference else batch)
+                 for seed in seeds]  # fmt: skip
+        size = 1 if c.reference else batch
+        todo += [group[i : i + size] for i in range(0, len(group), size)]
+    results: list = [None] * len(todo)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"drift ({kind}, {split})", total=len(seeds) * len(contenders) * clips)
+        if jobs <= 1:
+            for i, tasks in enumerate(todo):
+                before = bar.tasks[0].completed
+                results[i] = run_batch(tasks, on_clip=lambda n=len(tasks): bar.advance(task, n))
+                bar.update(task, completed=before + clips * len(tasks))
+        else:
+            results = run_parallel(run_batch, todo, jobs,
+                                   lambda tasks: bar.advance(task, clips * len(tasks)))  # fmt: skip
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
-    for job, res in zip(todo, results, strict=True):
-        rows[job.contender.name].append(res)
+    for tasks, res in zip(todo, results, strict=True):
+        for job, scene_rows in zip(tasks, res, strict=True):
+            rows[job.contender.name].append(scene_rows)
+    add_headlines(rows)
     meta = {"commit": commit, "model_hash": model_hash, "contenders": meta_contenders,
-            "features": features, "grid_period": grid, "motion_frames": motion}  # fmt: skip
+            "features": features, "grid_period": grid, "motion_frames": motion,
+            "batch": batch}  # fmt: skip
     return DriftRun(kind, split, list(seeds), clips, list(contenders), rows, meta)
 
 
-def run_parallel(run: Callable, todo: list, jobs: int, done: Callable[[], None]) -> list:
+def add_headlines(rows: dict[str, list[list[dict]]]) -> None:
+    """Add the per-clip headline (:mod:`svi.bench.headline`) to every row, from the
+    ``truth`` and ``freeze`` rows of the same scene."""
+    for videos in rows.values():
+        for i, scene_rows in enumerate(videos):
+            headline.headline_rows(scene_rows, rows["truth"][i], rows["freeze"][i])
+
+
+def run_parallel(run: Callable, todo: list, jobs: int, done: Callable[[object], None]) -> list:
     """``run(job)`` for every job in ``jobs`` spawned worker processes (threads split
-    between them, :func:`_worker_init`), results in ``todo``'s order; ``done()`` after
+    between them, :func:`_worker_init`), results in ``todo``'s order; ``done(job)`` after
     each. ``run`` must be a module-level function (it is pickled)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -521,7 +689,7 @@ def run_parallel(run: Callable, todo: list, jobs: int, done: Callable[[], None])
                              initargs=(threads,)) as pool:  # fmt: skip
         futures = [pool.submit(run, job) for job in todo]
         out = []
-        for fut in futures:
+        for job, fut in zip(todo, futures, strict=True):
             out.append(fut.result())
-            done()
+            done(job)
     return out

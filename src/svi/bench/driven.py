@@ -20,11 +20,16 @@ final M frames): the frames it appended, aligned with the truth and the stream.
 - talking: ``sync`` is the Pearson correlation of the measured mouth opening with the
   audio envelope over the ``SYNC_WINDOW`` (16) stitched frames ending with the clip
   (:func:`~svi.bench.conditioned.sync_scores`; a world clip adds only 3 frames); a
-  degenerate window (frozen mouth, or silence) is NaN and flagged ``sync_degenerate``, so
-  horizon means average the non-degenerate clips only. Over the whole video:
-  ``sync_overall`` and the best lag (:func:`~svi.bench.conditioned.sync_lag`).
+  window of silence is NaN and flagged ``sync_degenerate`` (nothing to follow), so horizon
+  means average the other clips only; a frozen mouth over audio that moves scores 0 (it
+  did not follow; driven-v1 left it out, so a frozen video had no lip-sync score). Over
+  the whole video: ``sync_overall`` and the best lag (:func:`~svi.bench.conditioned.sync_lag`).
 - dancing: ``joint_error``, ``chamfer``, ``iou`` of the figure vs the driving skeleton.
 - both: ``psnr`` and ``ssim`` against the true frames.
+
+Every table also has the reference rows of the drift benchmark, scored by the same code:
+the truth (the rendered frames) on top, the start frame and the last given frame held
+at the bottom (:data:`svi.bench.drift.REFERENCES`).
 
 Summaries are taken at horizons 1, 10 and the last clip: the mean over the last
 ``window(h)`` clips up to h per scene (as in drift), then a mean over scenes with a 95 %
@@ -47,6 +52,7 @@ import numpy as np
 from svi.bench import conditioned, stats
 from svi.bench.drift import (
     MIN_PUBLISHED_SCENES,
+    REFERENCES,
     Contender,
     DriftRun,
     _cached_video,
@@ -56,6 +62,8 @@ from svi.bench.drift import (
     key_hash,
     load_pipeline,
     model_fingerprint,
+    reference_contenders,
+    reference_video,
     render_scene,
     run_parallel,
     scene_prompts,
@@ -65,7 +73,7 @@ from svi.bench.report import _cell, _pair_cell
 from svi.errors import SviError
 from svi.fingerprint import code_commit
 
-METRICS_VERSION = "driven-v1"
+METRICS_VERSION = "driven-v2"
 HORIZONS = (1, 10)  # and the last clip
 # Lip sync of clip k: correlation over the SYNC_WINDOW stitched frames ending with the
 # clip (2 s at the world's 8 fps): a world clip adds only 3 frames, too few for a
@@ -145,14 +153,16 @@ def score_driven(video: np.ndarray, episode, condition: str, segments: list[slic
         for row, s in zip(rows, segments, strict=True):
             w = slice(max(0, s.stop - SYNC_WINDOW), s.stop)  # the clip and the ones before
             one = conditioned.sync_scores(opening[w], envelope[w], w.stop - w.start)
-            row["sync"] = float("nan") if one.overall_degenerate else one.overall
-            row["sync_degenerate"] = bool(one.overall_degenerate)
+            quiet = conditioned.silent(envelope[w])
+            row["sync"] = float("nan") if quiet else one.overall  # 0 for a frozen mouth
+            row["sync_degenerate"] = bool(quiet)
             row["mouth_opening"] = float(opening[s].mean())
         total = conditioned.sync_scores(opening, envelope, segments[0].stop)
         lag, r = conditioned.sync_lag(opening, envelope)
         # no positive correlation at any lag: the lag is undefined
-        whole = {"sync_overall": float("nan") if total.overall_degenerate else total.overall,
-                 "sync_overall_degenerate": bool(total.overall_degenerate),
+        quiet = conditioned.silent(envelope)
+        whole = {"sync_overall": float("nan") if quiet else total.overall,
+                 "sync_overall_degenerate": bool(quiet),
                  "sync_lag_signed": int(lag) if r > 0 else None,
                  "sync_lag": float(abs(lag)) if r > 0 else float("nan"),
                  "sync_lag_r": float(r)}  # fmt: skip
@@ -204,6 +214,10 @@ def run_driven_job(job: DrivenJob) -> dict:
 
     kind = KIND_OF[job.condition]
     ep = render_scene(kind, job.seed, job.clips, job.num_frames, job.size, job.motion)
+    segments = clip_segments(job.clips, job.num_frames, job.motion)
+    if job.contender.reference:  # a bound of the table: no model
+        video = reference_video(job.contender.reference, ep, segments[-1].stop, job.motion)
+        return {**score_driven(video, ep, job.condition, segments), "generated_seconds": None}
     drive = scene_drive(ep, job.condition, job.temporal_factor)
     video, _ = _cached_video(job.cache)
     seconds = None
@@ -218,7 +232,6 @@ def run_driven_job(job: DrivenJob) -> dict:
         video, clips = rollout(pipe, ep.frames[: plan.motion_frames], prompts, plan, drive=drive)
         _save_video(job.cache, video, clips[-1].carry)
         seconds = [c.seconds for c in clips]
-    segments = clip_segments(job.clips, job.num_frames, job.motion)
     if len(video) != segments[-1].stop:
         raise SviError(f"cached rollout {job.cache} has {len(video)} frames, expected "
                        f"{segments[-1].stop}; delete it")  # fmt: skip
@@ -309,6 +322,8 @@ def run_driven(
         raise SviError("no contenders: give --lora NAME=PATH or --contenders")
     if len({c.name for c in contenders}) != len(contenders):
         raise SviError("contender names must be unique")
+    if taken := sorted({c.name for c in contenders} & set(REFERENCES)):
+        raise SviError(f"contender name(s) {', '.join(taken)} are the reference rows' names")
     bundle = load_bundle(model)
     contenders = [_resolve_bundled(c, bundle) for c in contenders]
     for c in contenders:
@@ -327,8 +342,13 @@ def run_driven(
     motion = SVIPipeline(bundle).plan(config, ["a", "b"]).carried_frames
     kind = KIND_OF[condition]
     todo, meta_contenders = [], {}
+    refs = reference_contenders()
+    contenders = [refs[0], *contenders, *refs[1:]]  # the truth on top, the freezes below
     for c in contenders:
-        key = driven_key(c, model_hash, config, condition)
+        if c.reference:
+            key = {"reference": c.reference, "driven": METRICS_VERSION, "condition": condition}
+        else:
+            key = driven_key(c, model_hash, config, condition)
         meta_contenders[c.name] = {**asdict(c), "key": key, "key_hash": key_hash(key)}
         for seed in seeds:
             path = cache_dir / key_hash(key) / f"{kind}-{seed}-{clips}clips.npz"
@@ -344,7 +364,7 @@ def run_driven(
                 bar.advance(task, clips)
         else:
             results = run_parallel(run_driven_job, todo, jobs,
-                                   lambda: bar.advance(task, clips))  # fmt: skip
+                                   lambda _job: bar.advance(task, clips))  # fmt: skip
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
     video: dict[str, list[dict]] = {c.name: [] for c in contenders}
     timing: dict[str, list[float]] = {c.name: [] for c in contenders}
@@ -411,10 +431,11 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
     from svi import __version__
 
     names = [c.name for c in run.contenders]
+    models = [c.name for c in run.contenders if not c.reference]  # paired: models only
     hs = run.horizons()
     cm, vm = run.clip_metrics(), run.video_metrics()
     at = run.at_horizon
-    first = names[0]
+    first = models[0]
     reasons = []
     if run.split != "test":
         reasons.append(f"split {run.split!r} is for tuning; publish on 'test'")
@@ -430,6 +451,8 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
             "clip_metrics": {m: {"better": b, "meaning": d} for m, (b, d) in cm.items()},
             "video_metrics": {m: {"better": b, "meaning": d} for m, (b, d) in vm.items()},
             "reference": first,
+            "references": {c.name: REFERENCES[c.reference] for c in run.contenders
+                           if c.reference},
         },
         "provenance": {
             "command": command, "argv": list(sys.argv), "commit": run.meta.get("commit", "unknown"),
@@ -444,10 +467,10 @@ def build_report(run: DrivenRun, config, command: str = "") -> dict:
                           for n in names},
         "paired": {f"{first} vs {o}": {
             m: {str(h): stats.paired(at(first, m, h), at(o, m, h), b).to_dict()
-                for h in hs} for m, (b, _) in cm.items()} for o in names[1:]},
+                for h in hs} for m, (b, _) in cm.items()} for o in models[1:]},
         "video_paired": {f"{first} vs {o}": {
             m: stats.paired(run.video_values(first, m), run.video_values(o, m), b).to_dict()
-            for m, (b, _) in vm.items()} for o in names[1:]},
+            for m, (b, _) in vm.items()} for o in models[1:]},
         "per_scene": {n: {m: {str(h): _round(at(n, m, h)) for h in hs} for m in cm}
                       for n in names},
         "per_scene_video": {n: {m: _round(run.video_values(n, m)) for m in vm} for n in names},
@@ -471,10 +494,14 @@ def markdown(report: dict) -> str:
              f"{prov['metrics_version']}).",
              "Cells: mean over scenes [95 % bootstrap CI]; a horizon h averages the last "
              "max(5, h/5) clips up to h (clip 1 alone)."]  # fmt: skip
+    refs = p.get("references", {})
+    if refs:
+        lines.append("Bounds, scored by the same code: "
+                     + "; ".join(f"`{n}` = {d}" for n, d in refs.items()) + ".")  # fmt: skip
     if p["condition"] == "audio":
         lines.append(
-            "Lip sync: per-clip correlation, averaged over non-degenerate clips "
-            "(frozen mouth or silence); degenerate clips counted per horizon."
+            "Lip sync: per-clip correlation, averaged over the clips whose audio moves "
+            "(windows of silence counted as degenerate per horizon); a frozen mouth scores 0."
         )
     metrics = list(p["clip_metrics"])
     for h in [str(h) for h in p["horizons"]]:

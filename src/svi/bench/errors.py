@@ -103,6 +103,7 @@ def rollout_table(pipe, seeds: list[int], clips: int, config, kind: str = "consi
     m = pipe.plan(config, ["a"]).carried_frames
     per_clip: list[list[np.ndarray]] = [[] for _ in range(clips)]
     per_clip_bg: list[list[np.ndarray]] = [[] for _ in range(clips)]
+    per_clip_n: list[int] = [0] * clips  # background values (pixels x channels) per clip
     for seed in seeds:
         ep = render_scene(kind, seed, clips, p.num_frames, p.height, m)
         plan = pipe.plan(replace(config, clips=clips, seed=seed), [ep.prompt])
@@ -114,12 +115,14 @@ def rollout_table(pipe, seeds: list[int], clips: int, config, kind: str = "consi
             per_clip[clip.index].append(err)
             bg = background_region(ep.truth.masks[end - m : end])[:, None]  # (M, 1, H, W)
             per_clip_bg[clip.index].append(np.where(bg, err, 0.0))
+            per_clip_n[clip.index] += int(bg.sum()) * err.shape[1]
     rows = []
     for k in range(clips):
         e = np.stack(per_clip[k]).transpose(0, 2, 1, 3, 4)  # (scenes, 3, M, H, W)
         b = np.stack(per_clip_bg[k]).transpose(0, 2, 1, 3, 4)
         row = {"clip": k + 1, **describe(e)}
-        row["background_rms"] = float(np.sqrt((b**2).sum() / max((b != 0).sum(), 1)))
+        # over every background value - an exact one counts too (it used to be left out)
+        row["background_rms"] = float(np.sqrt((b**2).sum() / max(per_clip_n[k], 1)))
         rows.append(row)
     return {"clips": rows, "motion_frames": m, "scenes": len(seeds), "kind": kind}
 

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from svi.bench import headline as headline_score
 from svi.bench import stats
 from svi.bench.drift import (
     CLIP_METRICS,
     METRICS_VERSION,
     MIN_PUBLISHED_SCENES,
+    RATIO_DISTANCE,
+    REFERENCES,
     TRUTH_VALUES,
     DriftRun,
     window,
@@ -25,9 +28,19 @@ from svi.bench.drift import (
 CURVE_BOOT = 1000
 
 
-def _group_truth(run: DriftRun, group: str, metric: str, h: int):
+def _distance(metric: str):
+    """How far a "truth" metric's value is from the truth's (see drift.RATIO_DISTANCE)."""
+    return headline_score.ratio_error if metric in RATIO_DISTANCE else None
+
+
+def compare(run: DriftRun, a: list[str], b: list[str], metric: str, h: int) -> stats.Paired:
+    """Contenders ``a`` (a recipe's seeds, or one file) vs ``b`` on the same scenes."""
+    va = np.stack([run.at_horizon(n, metric, h) for n in a])
+    vb = np.stack([run.at_horizon(n, metric, h) for n in b])
     extra = TRUTH_VALUES.get(metric)
-    return None if extra is None else run.group_at_horizon(group, extra, h)
+    truth = None if extra is None else run.at_horizon(a[0], extra, h)  # the scene's, per clip
+    return stats.paired_groups(va, vb, CLIP_METRICS[metric][0], truth=truth,
+                               distance=_distance(metric))  # fmt: skip
 
 
 def metrics_of(run: DriftRun) -> list[str]:
@@ -37,31 +50,38 @@ def metrics_of(run: DriftRun) -> list[str]:
 
 
 def summaries(run: DriftRun) -> dict:
-    """{entry: {metric: {h: Interval}}} for every contender and every pooled group."""
+    """{entry: {metric: {h: Interval}}}: the truth, every contender and every pooled
+    group (its interval resamples training seeds and scenes), then the frozen pictures."""
     out: dict[str, dict] = {}
+    groups = run.groups()
     for c in run.contenders:
         out[c.name] = {m: {h: stats.mean_ci(run.at_horizon(c.name, m, h))
                            for h in run.horizons()} for m in metrics_of(run)}  # fmt: skip
-    for group, members in run.groups().items():
-        if len(members) > 1:
-            out[f"{group} (pooled)"] = {
-                m: {h: stats.mean_ci(run.group_at_horizon(group, m, h)) for h in run.horizons()}
-                for m in metrics_of(run)
-            }
-    return out
+        if c.group != c.name and groups[c.group][-1] == c.name:  # after the group's last seed
+            out[f"{c.group} (pooled)"] = {
+                m: {h: stats.group_ci(run.seeds_at_horizon(c.group, m, h))
+                    for h in run.horizons()} for m in metrics_of(run)
+            }  # fmt: skip
+    bottom = [n for n in REFERENCES if n != "truth" and n in out]
+    return {k: out[k] for k in [k for k in out if k not in bottom] + bottom}
 
 
 def comparisons(run: DriftRun) -> dict:
-    """{"A vs B": {metric: {h: Paired}}} for every pair of groups (seeds pooled)."""
-    out: dict[str, dict] = {}
-    for a, b in itertools.permutations(run.groups(), 2):
-        out[f"{a} vs {b}"] = {
-            m: {h: stats.paired(run.group_at_horizon(a, m, h), run.group_at_horizon(b, m, h),
-                                CLIP_METRICS[m][0], truth=_group_truth(run, a, m, h))
-                for h in run.horizons()}
-            for m in metrics_of(run)
-        }  # fmt: skip
-    return out
+    """{"A vs B": {metric: {h: Paired}}} for every pair of recipes (model groups; seeds
+    and scenes resampled, :func:`svi.bench.stats.paired_groups`)."""
+    groups = run.model_groups()
+    return {f"{a} vs {b}": {m: {h: compare(run, groups[a], groups[b], m, h)
+                                for h in run.horizons()} for m in metrics_of(run)}
+            for a, b in itertools.permutations(groups, 2)}  # fmt: skip
+
+
+def shipped_comparisons(run: DriftRun) -> dict:
+    """{"A vs B": {metric: {h: Paired}}} of the files a user gets (one training seed
+    each, as shipped: scenes resampled only), labelled by file."""
+    files = run.shipped()
+    return {f"{a} vs {b}": {m: {h: compare(run, [files[a]], [files[b]], m, h)
+                                for h in run.horizons()} for m in metrics_of(run)}
+            for a, b in itertools.permutations(files, 2)}  # fmt: skip
 
 
 def curve_bands(run: DriftRun, group: str) -> dict:
@@ -111,11 +131,20 @@ def protocol(run: DriftRun) -> dict:
             "clips": run.clips, "publishable": run.publishable, "not_publishable_because": reasons,
             "horizons": run.horizons(), "horizon_windows": {h: window(h) for h in run.horizons()},
             "metrics": {m: {"better": b, "meaning": d}
-                        for m, (b, d) in CLIP_METRICS.items()}}  # fmt: skip
+                        for m, (b, d) in CLIP_METRICS.items()},
+            "references": {n: REFERENCES[n] for n in run.references()},
+            "headline": {"version": headline_score.HEADLINE_VERSION,
+                         "components": list(headline_score.COMPONENTS),
+                         "change_floor": headline_score.CHANGE_FLOOR,
+                         "appearance_scale": headline_score.APPEARANCE_SCALE,
+                         "error_floor": headline_score.ERROR_FLOOR,
+                         "minimum": headline_score.HEADLINE_MIN},
+            "intervals": stats.interval_method(),
+            "shipped": run.shipped()}  # fmt: skip
 
 
 def build_report(run: DriftRun, config) -> dict:
-    summ, comp = summaries(run), comparisons(run)
+    summ, comp, ship = summaries(run), comparisons(run), shipped_comparisons(run)
     return {
         "protocol": protocol(run),
         "provenance": provenance(run, config),
@@ -123,6 +152,8 @@ def build_report(run: DriftRun, config) -> dict:
                     for e, ms in summ.items()},
         "paired": {p: {m: {str(h): pr.to_dict() for h, pr in hs.items()} for m, hs in ms.items()}
                    for p, ms in comp.items()},
+        "paired_shipped": {p: {m: {str(h): pr.to_dict() for h, pr in hs.items()}
+                               for m, hs in ms.items()} for p, ms in ship.items()},
         "per_scene": {c.name: {m: {str(h): _round(run.at_horizon(c.name, m, h))
                                    for h in run.horizons()} for m in metrics_of(run)}
                       for c in run.contenders},
@@ -130,7 +161,7 @@ def build_report(run: DriftRun, config) -> dict:
     }  # fmt: skip
 
 
-SHORT = {"identity": "identity", "identity_located": "identity (located)",
+SHORT = {"headline": "headline", "identity": "identity", "identity_located": "identity (located)",
          "background_error": "bg error", "colour_drift": "colour drift", "grid_energy": "grid",
          "motion": "motion", "seam": "seam", "flicker": "flicker", "feature_clip1": "feat. clip 1",
          "feature_truth": "feat. truth", "event_following": "events"}  # fmt: skip
@@ -146,7 +177,15 @@ def markdown(report: dict, focus: str | None = None) -> str:
              f"Command: `{prov['command']}` (commit `{prov['commit'][:12]}`, "
              f"{prov['metrics_version']}).",
              "Cells: mean over scenes [95 % bootstrap CI]; a horizon h averages the last "
-             "max(5, h/5) clips up to h (clip 1 alone)."]  # fmt: skip
+             "max(5, h/5) clips up to h (clip 1 alone). A pooled recipe's interval "
+             "resamples its training seeds, then the scenes.",
+             "Bounds, scored by the same code: " + "; ".join(
+                 f"`{n}` = {d}" for n, d in p.get("references", {}).items()) + ".",
+             "headline: 1 = the truth, 0 = the start frame held, < 0 worse than it "
+             "(objects where the truth has them, motion, seams and flicker like the "
+             "truth's, the background; docs/drift-benchmark.md).",
+             "Motion and flicker: nearer the truth's is better; seam: the boundary "
+             "change's distance to the truth's (lower is better)."]  # fmt: skip
     summary = report["summary"]
     metrics = list(next(iter(summary.values())))
     for h in [str(h) for h in p["horizons"]]:
@@ -159,26 +198,41 @@ def markdown(report: dict, focus: str | None = None) -> str:
     groups = sorted({k.split(" vs ")[0] for k in report["paired"]})
     focus = focus if focus in groups else (groups[0] if groups else None)
     pairs = [k for k in report["paired"] if k.startswith(f"{focus} vs ")]
-    if pairs:
-        lines += ["", f"**Paired: {focus} vs each other contender** (difference A - B "
-                  "[95 % CI], scenes where A is better / scenes; bold: CI excludes 0; "
-                  "motion: difference of distances to the truth's motion)"]  # fmt: skip
-        for h in [str(h) for h in p["horizons"] if h != 1]:
-            lines += ["", f"Clip {h}:", "", "| comparison | " +
-                      " | ".join(SHORT[m] for m in metrics) + " |",
-                      "|" + " --- |" * (len(metrics) + 1)]  # fmt: skip
-            for pair in pairs:
-                cells = [_pair_cell(report["paired"][pair][m][h]) for m in metrics]
-                lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    lines += _pair_tables(report["paired"], pairs, metrics, p["horizons"],
+                          f"**Paired recipes: {focus} vs each other recipe** (difference A - B "
+                          "[95 % CI over training seeds and scenes], scenes where A is better "
+                          "/ scenes; bold: CI excludes 0; motion, flicker: difference of ratio "
+                          "errors against the truth's value)")  # fmt: skip
+    shipped = report.get("paired_shipped", {})
+    files = list(p.get("shipped", {}))
+    first = [k for k in shipped if files and k.startswith(f"{files[0]} vs ")]
+    lines += _pair_tables(shipped, first, metrics, p["horizons"],
+                          "**Paired shipped files** (" + ", ".join(f"`{f}` = {n}" for f, n in
+                          p.get("shipped", {}).items()) + "; one training seed each, as a "
+                          "user gets them: CI over scenes)")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-def _cell(iv: dict) -> str:
+def _pair_tables(paired: dict, pairs: list[str], metrics: list[str], horizons, title: str):
+    if not pairs:
+        return []
+    lines = ["", title]
+    for h in [str(h) for h in horizons if h != 1]:
+        lines += ["", f"Clip {h}:", "", "| comparison | " +
+                  " | ".join(SHORT[m] for m in metrics) + " |",
+                  "|" + " --- |" * (len(metrics) + 1)]  # fmt: skip
+        for pair in pairs:
+            cells = [_pair_cell(paired[pair][m][h]) for m in metrics]
+            lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(iv: dict, digits: int = 3) -> str:
     if iv["mean"] is None:
         return "-"
     if iv["lo"] is None:
-        return f"{iv['mean']:.3f}"
-    return f"{iv['mean']:.3f} [{iv['lo']:.3f}, {iv['hi']:.3f}]"
+        return f"{iv['mean']:.{digits}f}"
+    return f"{iv['mean']:.{digits}f} [{iv['lo']:.{digits}f}, {iv['hi']:.{digits}f}]"
 
 
 def _pair_cell(pr: dict) -> str:
@@ -189,27 +243,39 @@ def _pair_cell(pr: dict) -> str:
     return f"**{text}**" if pr["significant"] else text
 
 
-HEADLINE = ("identity", "background_error", "colour_drift", "motion", "feature_truth",
+HEADLINE = ("identity_located", "motion", "flicker", "background_error", "feature_truth",
             "event_following")  # fmt: skip
 
 
 def headline(report: dict) -> str:
-    """The README table: pooled groups (single contenders otherwise), clip 1 -> 10 -> 50
-    (-> 200), for the headline metrics."""
+    """The README tables: the headline per horizon with its interval, then the main
+    metrics clip 1 -> 10 -> 50 (-> 200); pooled recipes (single contenders otherwise) and
+    the shipped files, between the truth and the frozen pictures."""
     p, summary = report["protocol"], report["summary"]
     hs = [str(h) for h in p["horizons"] if h in (1, 10, 50, 200)]
     group_of = {n: c["group"] for n, c in report["provenance"]["contenders"].items()}
     size = {g: list(group_of.values()).count(g) for g in group_of.values()}
-    entries = [e for e in summary if e.endswith(" (pooled)") or size.get(group_of.get(e)) == 1]
+    shipped = {n: f for f, n in p.get("shipped", {}).items()}
+    entries = [e for e in summary if e.endswith(" (pooled)") or size.get(group_of.get(e)) == 1
+               or e in shipped]  # fmt: skip
+    label = {e: f"{e} (shipped `{shipped[e]}`)" if e in shipped else e for e in entries}
+    lines = []
+    if "headline" in next(iter(summary.values())):
+        lines += ["| contender | " + " | ".join(f"headline, clip {h}" for h in hs) + " |",
+                  "|" + " --- |" * (len(hs) + 1)]  # fmt: skip
+        for e in entries:
+            cells = [_cell(summary[e]["headline"][h], 2) for h in hs]
+            lines.append(f"| {label[e]} | " + " | ".join(cells) + " |")
+        lines.append("")
     metrics = [m for m in HEADLINE if m in next(iter(summary.values()))]
-    lines = ["| contender | " + " | ".join(SHORT[m] for m in metrics) + " |",
-             "|" + " --- |" * (len(metrics) + 1)]  # fmt: skip
+    lines += ["| contender | " + " | ".join(SHORT[m] for m in metrics) + " |",
+              "|" + " --- |" * (len(metrics) + 1)]  # fmt: skip
     for e in entries:
         cells = []
         for m in metrics:
             values = [summary[e][m][h]["mean"] for h in hs]
             cells.append(" -> ".join("-" if v is None else f"{v:.2f}" for v in values))
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label[e]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

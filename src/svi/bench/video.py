@@ -1,4 +1,5 @@
-"""Metrics of any video, no ground truth needed (``svi bench video``).
+"""Metrics of any video (``svi bench video``): without ground truth, or against the
+truth of a world scene (:func:`analyse_against_truth`).
 
 Per second and per clip (when the clip stride is known): colour drift against the
 first second, patch-grid energy, motion, flicker and (on 32-pixel-world-like content;
@@ -121,3 +122,109 @@ def text_table(report: dict) -> str:
 
 def _fmt(v) -> str:
     return "-" if v is None or not np.isfinite(v) else f"{v:.4f}"
+
+
+# -- against a world scene's truth (svi bench video --truth-scene) ---------------------
+TRUTH_PATHS = ("auto", "raw", "mp4")
+_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
+TRUTH_COLUMNS = ("headline", "identity_located", "motion", "motion_truth", "flicker",
+                 "background_error", "colour_drift")  # fmt: skip
+
+
+def analyse_against_truth(path: Path, seed: int, *, kind: str = "consistent",
+                          stride: int | None = None, motion: int | None = None,
+                          truth_path: str = "auto") -> dict:  # fmt: skip
+    """Per-clip drift metrics and the headline (0 = the start frame held, 1 = the truth)
+    of a video of world scene ``seed`` (its frame 0 = the scene's frame 0, as
+    ``svi generate`` writes a world video), with the truth, freeze and hold-last rows
+    scored by the same code. ``stride`` = new frames per clip (default: the embedded
+    model's F - M), ``motion`` = given frames (hold-last holds the last; default its M).
+    ``truth_path``: the reference videos go through an mp4 written by svi's writer
+    (``"mp4"``: the path of a video ``svi generate`` wrote) or stay raw; ``"auto"`` takes
+    the mp4 path for video containers, raw for GIFs and image folders."""
+    import tempfile
+
+    from svi.bench.drift import REFERENCES, reference_video, score_with_references
+    from svi.errors import SviError
+    from svi.models.presets import get_preset
+    from svi.video import read_video, write_video
+    from svi.world import KINDS, WorldConfig, render_episode
+
+    if kind not in KINDS:
+        raise SviError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if truth_path not in TRUTH_PATHS:
+        raise SviError(f"--truth-path must be one of {', '.join(TRUTH_PATHS)}, got {truth_path!r}")
+    if not 0 <= seed < 2**63:
+        raise SviError(f"--truth-scene must be a scene seed in [0, 2^63), got {seed}")
+    preset = get_preset("world-tiny")
+    motion = preset.motion_frames if motion is None else motion
+    stride = preset.num_frames - motion if stride is None else stride
+    if stride < 1 or motion < 1:
+        raise SviError(f"--stride and --motion must be >= 1, got {stride} and {motion}")
+    frames = read_video(path)
+    size = preset.height
+    if frames.shape[1:3] != (size, size):
+        raise SviError(f"{path} is {frames.shape[2]}x{frames.shape[1]}; a world scene's truth "
+                       f"is {size}x{size} (the embedded model's size)")  # fmt: skip
+    if len(frames) < max(2, motion):
+        raise SviError(f"{path}: {len(frames)} frames; at least {max(2, motion)} are needed")
+    episode = render_episode(kind, seed, len(frames), WorldConfig(size=size))
+    through = truth_path
+    if through == "auto":
+        through = "mp4" if Path(path).suffix.lower() in _CONTAINERS else "raw"
+    if through == "mp4":  # the references as svi would have written them
+        videos = {}
+        with tempfile.TemporaryDirectory(prefix="svi-truth-") as tmp:
+            for name in REFERENCES:
+                ref = reference_video(name, episode, len(frames), motion)
+                videos[name] = read_video(write_video(Path(tmp) / f"{name}.mp4", ref,
+                                                      fps=episode.config.fps))  # fmt: skip
+        rows = _score_with(frames, videos, episode, stride)
+    else:
+        rows = score_with_references(frames, episode, stride, motion, GRID_WORLD)
+    return {
+        "file": str(path), "frames": len(frames), "truth_scene": seed, "kind": kind,
+        "stride": stride, "motion": motion, "truth_path": through,
+        "headline": [_json(r["headline"]) for r in rows["video"]],
+        "headline_mean": _json(_mean(r["headline"] for r in rows["video"])),
+        "references_headline_mean": {n: _json(_mean(r["headline"] for r in rows[n]))
+                                     for n in REFERENCES},
+        "per_clip": [{k: _json(r[k]) for k in (*TRUTH_COLUMNS, "headline_error")}
+                     for r in rows["video"]],
+    }  # fmt: skip
+
+
+GRID_WORLD = 4  # the embedded model's patch grid in pixels
+
+
+def _score_with(frames, references: dict, episode, stride: int) -> dict:
+    from svi.bench.drift import add_headlines, score_video
+
+    videos = {"video": frames, **references}
+    rows = {n: [score_video(v, episode, stride, GRID_WORLD)] for n, v in videos.items()}
+    add_headlines(rows)
+    return {n: scenes[0] for n, scenes in rows.items()}
+
+
+def _mean(values) -> float:
+    x = np.asarray([v for v in values], dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
+def _json(v):
+    return None if v is None or not np.isfinite(v) else round(float(v), 6)
+
+
+def truth_table(report: dict) -> str:
+    """Plain text: one line per clip, then the mean headline next to the references'."""
+    head = f"{'clip':>5} " + " ".join(f"{c:>17}" for c in TRUTH_COLUMNS)
+    lines = [f"{report['file']}: {report['frames']} frames vs world scene {report['truth_scene']} "
+             f"({report['kind']}), {report['stride']} new frames per clip, references through "
+             f"the {report['truth_path']} path", "", head]  # fmt: skip
+    for i, row in enumerate(report["per_clip"]):
+        lines.append(f"{i + 1:>5} " + " ".join(f"{_fmt(row[c]):>17}" for c in TRUTH_COLUMNS))
+    refs = ", ".join(f"{n} {_fmt(v)}" for n, v in report["references_headline_mean"].items())
+    mean = _fmt(report["headline_mean"])
+    lines += ["", f"headline (0 = start frame held, 1 = truth): mean {mean} ({refs})"]
+    return "\n".join(lines)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svi.bench.drift import Contender, benchmark_config, run_drift
+from svi.bench.drift import run_drift
+from svi.bench.runner import Contender, benchmark_config
 from svi.fingerprint import code_commit
 from svi.world import split_seeds
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svi.bench import drift
+from svi.bench import drift, runner
 from svi.bench import headline as headline_score
-from svi.bench.drift import CLIP_METRICS, Contender, load_contenders, parse_lora_option, run_drift
+from svi.bench.drift import CLIP_METRICS, run_drift
 from svi.bench.report import build_report, headline, markdown, write_report
+from svi.bench.runner import Contender, load_contenders, parse_lora_option
 from svi.cli import main
 from svi.errors import SviError
 from svi.lora import save_lora
@@ -68,8 +69,8 @@ def test_cached_scenes_are_not_recomputed(model, tmp_path: Path, monkeypatch) ->
     def refuse(*_a, **_k):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(drift, "load_pipeline", refuse)
-    monkeypatch.setattr(drift, "_WORKER", {})
+    monkeypatch.setattr(runner, "load_pipeline", refuse)
+    monkeypatch.setattr(runner, "_WORKER", {})
     again = _run(model, [Contender("base")], tmp_path, clips=4)
     shorter = _run(model, [Contender("base")], tmp_path, clips=2)  # a prefix of the rollout
     monkeypatch.setattr(drift, "METRICS_VERSION", "changed")  # rescored from cached videos
@@ -222,17 +223,17 @@ def test_cache_key_survives_new_default_settings() -> None:
     from dataclasses import asdict, dataclass
 
     base = Contender("base")
-    key = drift.contender_key(base, "m", drift.benchmark_config())
-    assert drift.key_hash(key) == "dfce55936045bc12"
+    key = runner.contender_key(base, "m", runner.benchmark_config())
+    assert runner.key_hash(key) == "dfce55936045bc12"
 
     @dataclass(frozen=True)
     class Newer(GenerationConfig):
         newer_setting: str | None = None
 
-    settings = {k: v for k, v in asdict(drift.benchmark_config()).items()}
-    same = drift.contender_key(base, "m", Newer(**settings))
+    settings = {k: v for k, v in asdict(runner.benchmark_config()).items()}
+    same = runner.contender_key(base, "m", Newer(**settings))
     assert same == key
-    changed = drift.contender_key(base, "m", Newer(**{**settings, "newer_setting": "x"}))
+    changed = runner.contender_key(base, "m", Newer(**{**settings, "newer_setting": "x"}))
     assert changed["config"]["newer_setting"] == "x" and changed != key
 
 

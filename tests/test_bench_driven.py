@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from svi.bench import drift, driven
+from svi.bench import drift, driven, runner
 from svi.cli import main
 from svi.config import load_recipe
 from svi.errors import SviError
@@ -59,8 +59,8 @@ def _record_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[dict]]:
     seen: dict[str, list[dict]] = {}
     real = driven.run_driven_job
 
-    def recording(job: driven.DrivenJob) -> dict:
-        out = real(job)
+    def recording(job: driven.DrivenJob, **kwargs) -> dict:
+        out = real(job, **kwargs)
         seen.setdefault(job.contender.name, []).append(out)
         return out
 
@@ -134,8 +134,8 @@ def test_audio_report_layout_and_cached_rerun(setup, tmp_path: Path, capsys, mon
     def refuse(*_a, **_k):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(driven, "load_pipeline", refuse)
-    monkeypatch.setattr(driven, "_WORKER", {})
+    monkeypatch.setattr(runner, "load_pipeline", refuse)
+    monkeypatch.setattr(runner, "_WORKER", {})
     code, again = _bench(setup, "audio", tmp_path / "again")
     assert code == 0 and again is not None
     assert _numbers(again) == _numbers(report)
@@ -187,7 +187,7 @@ def test_wrong_adapter_and_bad_input_fail_with_one_line(setup, tmp_path: Path, c
 
 def test_the_pipeline_refuses_a_drive_its_adapter_was_not_trained_for(setup, tmp_path) -> None:
     """Past the file check too: the loaded model and the drive must agree."""
-    from svi.bench.drift import Contender, benchmark_config
+    from svi.bench.runner import Contender, benchmark_config
 
     talk = Contender("talk", loras=((str(setup["audio"]), 1.0),))
     job = driven.DrivenJob(setup["model"], talk, "pose", 9, 1, benchmark_config(),

@@ -68,7 +68,7 @@ def test_rollout_table_one_row_per_clip(tmp_path: Path, monkeypatch) -> None:
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from svi.bench import drift
+    from svi.bench import runner
 
     pipe = SVIPipeline.from_pretrained(build_tiny_world_model(tmp_path / "m"))
     size = pipe.bundle.preset.height
@@ -103,7 +103,7 @@ def test_rollout_table_one_row_per_clip(tmp_path: Path, monkeypatch) -> None:
             carried[:, 9:] += (clip.index + 1) * bg_err
             yield replace(clip, carry=replace(clip.carry, frames=carried.astype(np.uint8)))
 
-    monkeypatch.setattr(drift, "render_scene", render_scene)
+    monkeypatch.setattr(runner, "render_scene", render_scene)
     monkeypatch.setattr(pipe, "generate", generate)
     table = rollout_table(pipe, [9, 39], 3, GenerationConfig())
     assert len(scenes) == 2 and table["scenes"] == 2 and table["motion_frames"] == 2

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from svi.bench import headline
-from svi.bench.drift import add_headlines, reference_video, score_video, score_with_references
+from svi.bench.drift import add_headlines, score_video, score_with_references
+from svi.bench.runner import reference_video
 from svi.world import WorldConfig, render_episode, split_seeds
 
 PER_CLIP, MOTION, CLIPS, GRID = 3, 2, 12, 4
@@ -110,3 +111,58 @@ def test_headlines_need_the_references_rows(scene) -> None:
         add_headlines(rows)
     with pytest.raises(ValueError, match="need as many truth and freeze rows"):
         headline.headline_rows(rows["video"][0], rows["video"][0][:2], rows["video"][0])
+
+
+def _write_mp4(path, frames) -> None:
+    """An mp4 written by PyAV itself (libx264 at its defaults): not svi's writer."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_bench_video_against_a_scene_truth(tmp_path, capsys) -> None:
+    """`svi bench video FILE --truth-scene SEED --json` on videos the project did not
+    write: the truth itself near 1, the start frame held near 0, the truth as a GIF on
+    the raw path below the mp4; a wrong size or seed is one error line, exit 2."""
+    import json
+
+    from PIL import Image
+
+    from svi.cli import main
+
+    seed, frames = 4242, 3 * 8 + 2
+    ep = render_episode("consistent", seed, frames, WorldConfig())
+    _write_mp4(tmp_path / "truth.mp4", ep.frames)
+    _write_mp4(tmp_path / "frozen.mp4", np.repeat(ep.frames[:1], frames, axis=0))
+    images = [Image.fromarray(f) for f in ep.frames]
+    images[0].save(tmp_path / "truth.gif", save_all=True, append_images=images[1:], duration=125)
+    scores = {}
+    for name in ("truth.mp4", "frozen.mp4", "truth.gif"):
+        assert main(["bench", "video", str(tmp_path / name), "--truth-scene", str(seed),
+                     "--json"]) == 0  # fmt: skip
+        report = json.loads(capsys.readouterr().out)
+        assert len(report["headline"]) == 9 and report["stride"] == 3  # 26 frames: 8 + a tail
+        assert report["references_headline_mean"]["truth"] == 1.0
+        assert report["references_headline_mean"]["freeze"] == 0.0
+        scores[name] = report["headline_mean"]
+        assert report["truth_path"] == ("raw" if name.endswith(".gif") else "mp4")
+    assert scores["truth.mp4"] > 0.85 and abs(scores["frozen.mp4"]) < 0.1
+    assert scores["frozen.mp4"] < scores["truth.gif"] < scores["truth.mp4"]
+    assert main(["bench", "video", str(tmp_path / "truth.mp4"), "--truth-scene", str(seed)]) == 0
+    assert "headline (0 = start frame held, 1 = truth): mean" in capsys.readouterr().out
+    big = np.zeros((4, 64, 64, 3), np.uint8)
+    Image.fromarray(big[0]).save(tmp_path / "big.png")
+    for args, says in [([str(tmp_path / "big.png"), "--truth-scene", "1"], "is 64x64"),
+                       ([str(tmp_path / "truth.mp4"), "--truth-scene", "-1"], "scene seed"),
+                       ([str(tmp_path / "truth.mp4"), "--truth-scene", "1", "--kind", "x"],
+                        "--kind must be"),
+                       ([str(tmp_path / "truth.mp4"), "--truth-scene", "1", "--truth-path",
+                         "jpeg"], "--truth-path")]:  # fmt: skip
+        assert main(["bench", "video", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and says in err[0], err

@@ -382,14 +382,14 @@ def bench_drift(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Drift of long rollouts per clip vs ground truth, with CIs over scenes."""
-    from svi.bench.drift import (
+    from svi.bench.drift import run_drift
+    from svi.bench.report import markdown, write_report
+    from svi.bench.runner import (
         Contender,
         benchmark_config,
         load_contenders,
         parse_lora_option,
-        run_drift,
     )
-    from svi.bench.report import markdown, write_report
     from svi.world import split_seeds
 
     if split not in ("val", "test"):
@@ -546,8 +546,8 @@ def bench_driven(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Driven generation (audio / pose) per clip: lip sync or pose error, PSNR, SSIM."""
-    from svi.bench.drift import benchmark_config, load_contenders, parse_lora_option
     from svi.bench.driven import command_line, markdown, run_driven, write_report
+    from svi.bench.runner import benchmark_config, load_contenders, parse_lora_option
     from svi.world import split_seeds
 
     if condition not in ("audio", "pose"):

@@ -8,7 +8,7 @@ Per contender (a conditional adapter: a LoRA file carrying the audio or pose mod
 and scene (world ``talking`` episodes for ``audio``, ``dancing`` for ``pose``): the
 episode is rendered for the N clips (N (F - M) + M frames), the rollout starts from its
 first M frames with its prompt stream and the scene's noise (clip seeds derive from the
-scene seed, :func:`svi.bench.drift.benchmark_config` settings), driven by the episode's
+scene seed, :func:`svi.bench.runner.benchmark_config` settings), driven by the episode's
 own stream - ``AudioDrive(audio_features(audio))`` or ``PoseDrive(pose_frames)`` (the
 exact pose frames, no video round trip) - through :func:`svi.pipeline.rollout`. The
 stitched video is cached per (contender, scene, clips) and scored against the truth
@@ -29,7 +29,7 @@ final M frames): the frames it appended, aligned with the truth and the stream.
 
 Every table also has the reference rows of the drift benchmark, scored by the same code:
 the truth (the rendered frames) on top, the start frame and the last given frame held
-at the bottom (:data:`svi.bench.drift.REFERENCES`).
+at the bottom (:data:`svi.bench.runner.REFERENCES`).
 
 Summaries are taken at horizons 1, 10 and the last clip: the mean over the last
 ``window(h)`` clips up to h per scene (as in drift), then a mean over scenes with a 95 %
@@ -50,26 +50,25 @@ from pathlib import Path
 import numpy as np
 
 from svi.bench import conditioned, stats
-from svi.bench.drift import (
-    MIN_PUBLISHED_SCENES,
+from svi.bench.drift import MIN_PUBLISHED_SCENES, DriftRun, window
+from svi.bench.report import _cell, _pair_cell
+from svi.bench.runner import (
     REFERENCES,
     Contender,
-    DriftRun,
-    _cached_video,
-    _config_for,
-    _save_video,
+    cached_video,
+    check_contenders,
+    config_for,
     contender_key,
     key_hash,
-    load_pipeline,
     model_fingerprint,
     reference_contenders,
     reference_video,
     render_scene,
-    run_parallel,
+    run_tasks,
+    save_video,
     scene_prompts,
-    window,
+    worker_pipeline,
 )
-from svi.bench.report import _cell, _pair_cell
 from svi.errors import SviError
 from svi.fingerprint import code_commit
 
@@ -194,19 +193,7 @@ class DrivenJob:
     temporal_factor: int
 
 
-_WORKER: dict = {}
-
-
-def _pipeline(job: DrivenJob):
-    """A fresh pipeline per contender (its adapter merged), kept for its next scenes."""
-    key = (job.model, job.contender)
-    if _WORKER.get("key") != key:
-        _WORKER.pop("pipe", None)
-        _WORKER.update(key=key, pipe=load_pipeline(job.model, job.contender))
-    return _WORKER["pipe"]
-
-
-def run_driven_job(job: DrivenJob) -> dict:
+def run_driven_job(job: DrivenJob, on_clip=None) -> dict:
     """Scores of one (contender, scene); the video is generated unless cached.
     ``generated_seconds`` holds the per-clip wall time when it was generated now."""
     from svi.conditions.drive import check_model_drive
@@ -219,18 +206,18 @@ def run_driven_job(job: DrivenJob) -> dict:
         video = reference_video(job.contender.reference, ep, segments[-1].stop, job.motion)
         return {**score_driven(video, ep, job.condition, segments), "generated_seconds": None}
     drive = scene_drive(ep, job.condition, job.temporal_factor)
-    video, _ = _cached_video(job.cache)
+    video, _ = cached_video(job.cache)
     seconds = None
     if video is None:
-        pipe = _pipeline(job)
+        pipe = worker_pipeline(job.model, job.contender)
         for dit in filter(None, (pipe.bundle.transformer, pipe.bundle.transformer_2)):
             check_model_drive(dit, drive)
-        config = replace(_config_for(job.contender, job.config), clips=job.clips, seed=job.seed)
+        config = replace(config_for(job.contender, job.config), clips=job.clips, seed=job.seed)
         plan = pipe.plan(config, ["a", "b"])  # per-clip prompts, one each (as drift)
         drive.check_clips(job.clips, plan.num_frames, plan.motion_frames)
         prompts = scene_prompts(ep, job.clips, plan.num_frames, plan.motion_frames)
         video, clips = rollout(pipe, ep.frames[: plan.motion_frames], prompts, plan, drive=drive)
-        _save_video(job.cache, video, clips[-1].carry)
+        save_video(job.cache, video, clips[-1].carry)
         seconds = [c.seconds for c in clips]
     if len(video) != segments[-1].stop:
         raise SviError(f"cached rollout {job.cache} has {len(video)} frames, expected "
@@ -305,8 +292,6 @@ def run_driven(
 ) -> DrivenRun:
     """Roll out every contender on every scene, driven (cached per scene; ``jobs``
     processes)."""
-    from rich.progress import Progress
-
     from svi.models.bundle import load_bundle
     from svi.pipeline import SVIPipeline
 
@@ -320,21 +305,13 @@ def run_driven(
         raise SviError(f"--jobs must be >= 1, got {jobs}")
     if not contenders:
         raise SviError("no contenders: give --lora NAME=PATH or --contenders")
-    if len({c.name for c in contenders}) != len(contenders):
-        raise SviError("contender names must be unique")
-    if taken := sorted({c.name for c in contenders} & set(REFERENCES)):
-        raise SviError(f"contender name(s) {', '.join(taken)} are the reference rows' names")
     bundle = load_bundle(model)
     contenders = [_resolve_bundled(c, bundle) for c in contenders]
+    check_contenders(contenders)
     for c in contenders:
         if not c.loras:
             raise SviError(f"contender {c.name!r} has no LoRA: driven generation needs a "
                            "conditional adapter")  # fmt: skip
-        for lora, scale in c.loras:
-            if not Path(lora).exists():
-                raise SviError(f"contender {c.name!r}: LoRA file not found: {lora}")
-            if not np.isfinite(scale):
-                raise SviError(f"contender {c.name!r}: LoRA scale must be finite, got {scale}")
         check_adapter(c, condition)
     commit = code_commit()  # the code that rolls out, not the one checked out at the end
     model_hash = model_fingerprint(bundle)
@@ -355,16 +332,8 @@ def run_driven(
             todo.append(DrivenJob(model, c, condition, seed, clips, config, path, p.num_frames,
                                   motion, p.height, bundle.codec.temporal_factor))  # fmt: skip
     del bundle
-    results: list = [None] * len(todo)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"driven ({condition}, {split})", total=len(todo) * clips)
-        if jobs <= 1:
-            for i, job in enumerate(todo):
-                results[i] = run_driven_job(job)
-                bar.advance(task, clips)
-        else:
-            results = run_parallel(run_driven_job, todo, jobs,
-                                   lambda _job: bar.advance(task, clips))  # fmt: skip
+    results = run_tasks(run_driven_job, todo, jobs=jobs, clips=clips,
+                        label=f"driven ({condition}, {split})", progress=progress)  # fmt: skip
     rows: dict[str, list[list[dict]]] = {c.name: [] for c in contenders}
     video: dict[str, list[dict]] = {c.name: [] for c in contenders}
     timing: dict[str, list[float]] = {c.name: [] for c in contenders}

@@ -95,8 +95,8 @@ def rollout_table(pipe, seeds: list[int], clips: int, config, kind: str = "consi
     """Carried-frame errors of real rollouts per clip, against the truth."""
     from dataclasses import replace
 
-    from svi.bench.drift import render_scene
     from svi.bench.metrics import background_region
+    from svi.bench.runner import render_scene
     from svi.pixels import to_signed
 
     p = pipe.bundle.preset

@@ -19,11 +19,11 @@ from svi.bench.drift import (
     METRICS_VERSION,
     MIN_PUBLISHED_SCENES,
     RATIO_DISTANCE,
-    REFERENCES,
     TRUTH_VALUES,
     DriftRun,
     window,
 )
+from svi.bench.runner import REFERENCES
 
 CURVE_BOOT = 1000
 

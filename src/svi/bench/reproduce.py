@@ -69,7 +69,7 @@ def load_result(path: Path) -> dict:
 
 
 def _contenders(report: dict, only: list[str] | None):
-    from svi.bench.drift import Contender
+    from svi.bench.runner import Contender
 
     recorded = report["provenance"]["contenders"]
     names = only or list(recorded)
@@ -127,8 +127,9 @@ def check_settings(report: dict, folder: Path, contenders, config) -> None:
     """Refuse (one line) where this checkout would not roll out what the result did:
     another model (``folder``, not loaded), another LoRA file, other metrics or features."""
     from svi.bench import driven
-    from svi.bench.drift import METRICS_VERSION, contender_key, key_hash, weights_fingerprint
+    from svi.bench.drift import METRICS_VERSION
     from svi.bench.features import FEATURE_VERSION
+    from svi.bench.runner import contender_key, key_hash, weights_fingerprint
 
     prov = report["provenance"]
     version = driven.METRICS_VERSION if _driven(report) else METRICS_VERSION

@@ -144,7 +144,8 @@ def analyse_against_truth(path: Path, seed: int, *, kind: str = "consistent",
     the mp4 path for video containers, raw for GIFs and image folders."""
     import tempfile
 
-    from svi.bench.drift import REFERENCES, reference_video, score_with_references
+    from svi.bench.drift import score_with_references
+    from svi.bench.runner import REFERENCES, reference_video
     from svi.errors import SviError
     from svi.models.presets import get_preset
     from svi.video import read_video, write_video

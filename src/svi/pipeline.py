@@ -207,11 +207,7 @@ class SVIPipeline:
                                          shift=plan.shift, cfg=plan.cfg,
                                          cond_cfg=drive.guidance if drive else 1.0,
                                          on_step=on_step)  # fmt: skip
-                decoded = b.codec.decode(latents)
-                if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
-                    raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, "
-                                   "--shift and the LoRA weights and strengths")  # fmt: skip
-                return latents, to_uint8(decoded)[0]  # (F, H, W, 3)
+                return latents, to_uint8(_decode_finite(b.codec, latents, k))[0]  # (F, H, W, 3)
 
             seed, latents, frames, tries = _sample_with_rerolls(sample, plan, k, carry.frames)
             latent_carry = latents[:, :, -m:].clone() if plan.handoff == "latent" else None
@@ -257,11 +253,8 @@ class SVIPipeline:
             noise = torch.cat([clip_noise((1, *b.latent_shape), s) for s in clip_seeds])
             latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
                                      shift=plan.shift, cfg=plan.cfg)  # fmt: skip
-            decoded = b.codec.decode(latents)
-            if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
-                raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, "
-                               "--shift and the LoRA weights and strengths")  # fmt: skip
-            frames, m, kept = to_uint8(decoded), plan.motion_frames, plan.kept(k)
+            frames = to_uint8(_decode_finite(b.codec, latents, k))  # (B, F, H, W, 3)
+            m, kept = plan.motion_frames, plan.kept(k)
             seconds = (time.perf_counter() - t0) / n
             out = []
             for i in range(n):
@@ -308,6 +301,15 @@ class SVIPipeline:
         motion = to_signed(carry.frames).movedim(0, 1)[None]  # (1, 3, M, H, W)
         return build_y(b.codec, motion, plan.num_frames, padding=padding, mask=plan.mask,
                        anchor=anchor)  # fmt: skip
+
+
+def _decode_finite(codec, latents: torch.Tensor, k: int) -> torch.Tensor:
+    """Clip k's decoded pixels; NaN / inf anywhere is an error, never a black video."""
+    decoded = codec.decode(latents)
+    if not (torch.isfinite(latents).all() and torch.isfinite(decoded).all()):
+        raise SviError(f"clip {k}: the sampler produced NaN/inf; check --cfg, the LoRA "
+                       "weights and their strengths")  # fmt: skip
+    return decoded
 
 
 def _sample_with_rerolls(sample, plan: GenerationPlan, k: int, carried: np.ndarray):

@@ -209,6 +209,16 @@ CASES = [
          "r.toml", setup=_file("r.toml", b"steps = 3 # \xff\n")),
     Case("bench-first-clip-no-scenes", cmd("bench", "first-clip", "--model", "{model}",
                                            "--scenes", "0"), "scenes"),
+    # issue 28's escapes (exit 1 before): seeds past the generator's range, a duration
+    # that overflows, a port past 65535
+    Case("seed-past-64-bits", gen("--seed", "1180591620717411303424"), "--seed"),
+    Case("seed-whose-clip-2-overflows", gen("--seed", "18446744073709551600", clips="2"),
+         "--seed"),
+    Case("seed-stride-past-32-bits", gen("--seed-stride", str(2**40)), "--seed-stride"),
+    Case("prompt-file-seconds-overflow", gen("--prompts", "{dir}/p.json", clips=None),
+         "limit", setup=_file("p.json", b'[{"prompt": "a red disc", "seconds": 1e308}]')),
+    Case("ui-port-past-65535", cmd("ui", "--model", "{model}", "--port", "99999",
+                                   "--sessions", "{dir}/sessions"), "--port"),
 ]
 # fmt: on
 

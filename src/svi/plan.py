@@ -29,6 +29,10 @@ MAX_CFG = 100.0
 MAX_SHIFT = 1000.0
 MAX_STEPS = 10_000
 SEED_STRIDE = 42  # clip k uses seed + k * stride (42: every released SVI script)
+# Noise seeds must fit torch's generator (unsigned 64 bit) for every clip of the run,
+# re-rolls included: with these bounds clip 2^31 still fits, endless runs included.
+MAX_SEED = 2**63 - 1
+MAX_SEED_STRIDE = 2**32
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,8 @@ def resolve_plan(
         steps=_int("--steps", s.get("steps", preset.steps), 1, MAX_STEPS),
         cfg=_float("--cfg", s.get("cfg", preset.cfg), 0.0, MAX_CFG),
         shift=_float("--shift", s.get("shift", preset.shift), 0.0, MAX_SHIFT, open_low=True),
-        seed=_int("--seed", config.seed, 0),
-        seed_stride=_int("--seed-stride", s.get("seed_stride", SEED_STRIDE), 0),
+        seed=_int("--seed", config.seed, 0, MAX_SEED),
+        seed_stride=_int("--seed-stride", s.get("seed_stride", SEED_STRIDE), 0, MAX_SEED_STRIDE),
         negative_prompt=str(s.get("negative_prompt", preset.negative_prompt)),
         first_prompt_only=first_only, variant=s.get("variant"),
         prompt_repeat=_int("prompt repeat", s.get("prompt_repeat", 1), 1),

@@ -321,4 +321,8 @@ def _seconds_to_clips(seconds: Any, where: str, seconds_per_clip: float | None) 
             f'{where}: "seconds" needs the clip duration (seconds_per_clip) to convert to '
             'clips; use "clips" instead'
         )
-    return max(1, round(seconds / seconds_per_clip))
+    clips = seconds / seconds_per_clip
+    if not clips <= MAX_CLIPS_PER_ITEM:  # inf included (1e308 seconds)
+        raise SviError(f'{where}: "seconds" {seconds!r} is more than the limit of '
+                       f"{MAX_CLIPS_PER_ITEM} clips")  # fmt: skip
+    return max(1, round(clips))

@@ -340,6 +340,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
           sessions: Path = Path("svi-sessions"), max_jobs: int = 1, block: bool = True,
           defaults: Form | None = None):  # fmt: skip
     """Start the app; with ``block=False`` return ``(demo, queue)`` at once (tests)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise SviError(f"--port must be in 1..65535, got {port!r}")
     if host not in LOCAL_HOSTS:
         log.warning("svi ui listens on %s: anyone who can reach this address can generate "
                     "videos and read the sessions folder", host)  # fmt: skip

@@ -436,3 +436,23 @@ def test_sigint_twice_still_finalises(cli: CliServer, assets: dict, tmp_path: Pa
     assert _one_error_line(run) == (
         f"error: interrupted (SIGINT): wrote {n} clips to {out}; --resume continues"
     )
+
+
+def test_a_small_address_space_limit_fails_at_once(tmp_path: Path) -> None:
+    """Under ``ulimit -v 800000`` svi used to hang in scipy's OpenBLAS import (one thread
+    at 100 %, deaf to Ctrl-C): now one error line, exit 2, nothing written, in seconds."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (800_000 * 1024, resource.RLIM_INFINITY))
+
+    out = tmp_path / "o.mp4"
+    start = time.monotonic()
+    argv = [sys.executable, "-m", "svi.cli", "generate", "--clips", "1", "--out", str(out)]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(argv, preexec_fn=limit, capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the address-space limit (ulimit -v) is 781 MiB")
+    assert list(tmp_path.iterdir()) == [] and time.monotonic() - start < 60

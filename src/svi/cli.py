@@ -601,10 +601,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     from svi import threads
     from svi.interrupts import Interrupted, ignore_signals, raising
+    from svi.limits import address_space_error
 
     global _THREAD_POLICY
     _THREAD_POLICY = threads.configure()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
+    if (limit := address_space_error()) is not None:  # it would hang in an import
+        _error(limit)
+        return 2
     verbose = "--verbose" in argv or "-v" in argv
     stopped = False
     try:

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 CLIPS=${CLIPS:-50}
 SCENES=${SCENES:-32}
 JOBS=${JOBS:-1}  # worker processes (threads are split between them)
+BATCH=${BATCH:-1}  # scenes per DiT batch (1: the published rollouts)
 SVI=${SVI:-.venv/bin/svi}
 for kind in consistent creative; do
   "$SVI" bench drift --contenders benchmarks/contenders.toml --split test --scenes "$SCENES" \
-    --clips "$CLIPS" --kind "$kind" --jobs "$JOBS" --focus erft-lowimg --cache runs/drift-cache --no-progress \
+    --clips "$CLIPS" --kind "$kind" --jobs "$JOBS" --batch "$BATCH" --focus erft-lowimg --cache runs/drift-cache --no-progress \
     --out "benchmarks/results/drift-test-$kind-$CLIPS"
 done

@@ -204,8 +204,9 @@ def markdown(report: dict, focus: str | None = None) -> str:
                           "/ scenes; bold: CI excludes 0; motion, flicker: difference of ratio "
                           "errors against the truth's value)")  # fmt: skip
     shipped = report.get("paired_shipped", {})
-    files = list(p.get("shipped", {}))
-    first = [k for k in shipped if files and k.startswith(f"{files[0]} vs ")]
+    group_of = {n: c.get("group") for n, c in prov.get("contenders", {}).items()}
+    files = sorted(p.get("shipped", {}), key=lambda f: group_of.get(p["shipped"][f]) != focus)
+    first = [k for k in shipped if files and k.startswith(f"{files[0]} vs ")]  # focus's file
     lines += _pair_tables(shipped, first, metrics, p["horizons"],
                           "**Paired shipped files** (" + ", ".join(f"`{f}` = {n}" for f, n in
                           p.get("shipped", {}).items()) + "; one training seed each, as a "

@@ -280,6 +280,12 @@ def headline(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the bounds in black and grey, the contenders in colour
+REFERENCE_STYLE = {"truth": {"color": "black", "lw": 1.5},
+                   "freeze": {"color": "grey", "lw": 1.5, "ls": "--"},
+                   "hold-last": {"color": "grey", "lw": 1.0, "ls": ":"}}  # fmt: skip
+
+
 def plot(report: dict, path: Path) -> None:
     """One panel per metric: pooled mean per clip with its 95 % band, one line per group."""
     import matplotlib
@@ -296,7 +302,7 @@ def plot(report: dict, path: Path) -> None:
         for group, bands in curves.items():
             mean = np.asarray(bands[m]["mean"], dtype=float)
             x = np.arange(1, len(mean) + 1)
-            (line,) = ax.plot(x, mean, label=group, lw=1.2)
+            (line,) = ax.plot(x, mean, label=group, **REFERENCE_STYLE.get(group, {"lw": 1.2}))
             lo = np.asarray(bands[m]["lo"], dtype=float)
             hi = np.asarray(bands[m]["hi"], dtype=float)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)

@@ -217,6 +217,9 @@ CASES = [
     Case("seed-stride-past-32-bits", gen("--seed-stride", str(2**40)), "--seed-stride"),
     Case("prompt-file-seconds-overflow", gen("--prompts", "{dir}/p.json", clips=None),
          "limit", setup=_file("p.json", b'[{"prompt": "a red disc", "seconds": 1e308}]')),
+    Case("frames-past-the-limit", gen("--frames", str(10**10), clips=None), "--frames"),
+    Case("out-named-only-mp4", cmd("generate", "--model", "{model}", "--clips", "1",
+                                   "--out", "{dir}/.mp4"), "no name before .mp4"),
     Case("ui-port-past-65535", cmd("ui", "--model", "{model}", "--port", "99999",
                                    "--sessions", "{dir}/sessions"), "--port"),
 ]

@@ -110,6 +110,18 @@ def test_clips_for_length() -> None:
             clips_for_length(clips=None, seconds=bad, frames=None, forever=False, **kw)
     with pytest.raises(SviError, match="--frames"):
         clips_for_length(clips=None, seconds=None, frames=-5, forever=False, **kw)
+    with pytest.raises(SviError, match=r"--frames must be in 1\.\.1000000000"):
+        clips_for_length(clips=None, seconds=None, frames=10**30, forever=False, **kw)
+
+
+def test_a_length_shorter_than_one_clip_says_so(caplog) -> None:
+    kw = dict(fps=8, num_frames=5, new_frames=3, n_prompts=1, default_seconds=32.0)
+    with caplog.at_level("WARNING", logger="svi.plan"):
+        assert clips_for_length(clips=None, seconds=1e-9, frames=None, forever=False, **kw) == 1
+        assert clips_for_length(clips=None, seconds=None, frames=5, forever=False, **kw) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "--seconds 1e-09 is shorter than one clip: writing one clip of 5 frames (0.62 s)"
+    ]  # 5 frames are one whole clip: nothing to say
 
 
 def test_fit_image_crops_and_resizes() -> None:

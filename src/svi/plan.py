@@ -16,6 +16,7 @@ frames for a codec of temporal factor t (Wan's causal first frame). Each clip ad
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -28,10 +29,13 @@ STITCHES = ("tail", "head")
 MAX_CFG = 100.0
 MAX_SHIFT = 1000.0
 MAX_STEPS = 10_000
+log = logging.getLogger(__name__)
 SEED_STRIDE = 42  # clip k uses seed + k * stride (42: every released SVI script)
 # Noise seeds must fit torch's generator (unsigned 64 bit) for every clip of the run,
 # re-rolls included: with these bounds clip 2^31 still fits, endless runs included.
 MAX_SEED = 2**63 - 1
+MAX_SECONDS = 1e7  # ~4 months of video: a length beyond is a typo, not a request
+MAX_FRAMES = 10**9
 MAX_SEED_STRIDE = 2**32
 
 
@@ -285,10 +289,15 @@ def clips_for_length(
         if n_prompts > 1:
             return n_prompts
         seconds = default_seconds
+    asked = f"--frames {frames}" if seconds is None else f"--seconds {seconds:g}"
     if seconds is not None:
-        seconds = _float("--seconds", seconds, 0.0, 1e7, open_low=True)
+        seconds = _float("--seconds", seconds, 0.0, MAX_SECONDS, open_low=True)
         frames = math.ceil(seconds * fps)
-    return clips_covering(_int("--frames", frames, 1), num_frames, new_frames)
+    frames = _int("--frames", frames, 1, MAX_FRAMES)
+    if frames < num_frames:  # said, not silently rounded up
+        log.warning("%s is shorter than one clip: writing one clip of %d frames (%.2f s)",
+                    asked, num_frames, num_frames / fps)  # fmt: skip
+    return clips_covering(frames, num_frames, new_frames)
 
 
 def clips_covering(frames: int, num_frames: int, new_frames: int) -> int:

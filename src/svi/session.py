@@ -130,8 +130,7 @@ def _check_paths(out: Path, clips_dir: Path | None) -> None:
     if not out.parent.is_dir():
         what = "is not a folder" if out.parent.exists() else "does not exist"
         raise SviError(f"output folder {out.parent} {what}")
-    if out.suffix.lower() != ".mp4":
-        raise SviError(f"output {out} must end in .mp4")
+    check_mp4_name(out)
     if clips_dir is not None and clips_dir.exists() and not clips_dir.is_dir():
         raise SviError(f"--clips-dir {clips_dir} is a file, not a folder")
 
@@ -347,12 +346,20 @@ def _finish(
     return manifest
 
 
+def check_mp4_name(out: Path) -> None:
+    """An output is NAME.mp4; a bare ``.mp4`` is a hidden file with no suffix, not one."""
+    if out.suffix.lower() == ".mp4":
+        return
+    if out.name.lower() == ".mp4":
+        raise SviError(f"output {out} has no name before .mp4; give one, e.g. out.mp4")
+    raise SviError(f"output {out} must end in .mp4")
+
+
 def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
     """Writer + manifest for a fresh run, or restored ones for ``resume``."""
     if not out.parent.is_dir():
         raise SviError(f"output folder {out.parent} does not exist")
-    if out.suffix.lower() != ".mp4":
-        raise SviError(f"output {out} must end in .mp4")
+    check_mp4_name(out)
     partial = VideoWriter.partial_path_for(out)
     mpath = manifest_path(out)
     if resume and not mpath.exists() and not partial.exists():

@@ -208,3 +208,38 @@ def test_blank_page_numbers_are_the_defaults() -> None:
                                                                                None, 0)  # fmt: skip
     with pytest.raises(Exception, match="cfg must be a number"):
         Form.from_values({"cfg": "high"})
+
+
+@pytest.mark.parametrize(("signum", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_svi_ui_stopped_by_a_signal_exits_as_stopped(model: Path, tmp_path: Path, signum: str,
+                                                     code: int) -> None:  # fmt: skip
+    """Ctrl-C / SIGTERM end the server with 130 / 143 and one error line (it said 0)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "svi.cli", "ui", "--model", str(model), "--port", str(port),
+            "--sessions", str(tmp_path / "sessions")]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: interrupted ({signum}): svi ui stopped; every session was "
+                      "finalised"], err  # fmt: skip

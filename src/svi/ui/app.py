@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import signal
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -356,12 +357,15 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
                 css=CSS, quiet=not block, footer_links=[])  # fmt: skip
     if not block:
         return demo, queue
+    stop: Interrupted | None = None
     try:
         while True:  # until Ctrl-C / SIGTERM (svi.interrupts) or KeyboardInterrupt
             time.sleep(3600)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as exc:
         log.warning("svi ui: stopping; running generations are finalised as stopped")
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
     finally:
         queue.close()  # stops every job: each finalises its mp4 and manifest
         demo.close()
-    return demo, queue
+    # a stopped server exits as any stopped svi command: 130 (SIGINT) / 143 (SIGTERM)
+    raise stop.with_message("svi ui stopped; every session was finalised")

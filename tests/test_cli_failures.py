@@ -217,6 +217,9 @@ CASES = [
     Case("seed-stride-past-32-bits", gen("--seed-stride", str(2**40)), "--seed-stride"),
     Case("prompt-file-seconds-overflow", gen("--prompts", "{dir}/p.json", clips=None),
          "limit", setup=_file("p.json", b'[{"prompt": "a red disc", "seconds": 1e308}]')),
+    Case("same-lora-file-twice", gen("--lora", "{lora}", "--lora", "{dir}/copy.safetensors"),
+         "same file", setup=lambda folder, assets, cli: (folder / "copy.safetensors").write_bytes(
+             Path(assets["lora"]).read_bytes())),
     Case("frames-past-the-limit", gen("--frames", str(10**10), clips=None), "--frames"),
     Case("out-named-only-mp4", cmd("generate", "--model", "{model}", "--clips", "1",
                                    "--out", "{dir}/.mp4"), "no name before .mp4"),

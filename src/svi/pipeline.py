@@ -130,10 +130,16 @@ class SVIPipeline:
             path = self.bundle.bundled_lora(str(path)) or path
         dit = self.expert_dit(expert)  # a missing expert fails before anything is merged
         _warn_other_expert(path, expert)
+        digest = lora_fingerprint(path)
+        for other in self.loras:  # the same file twice would merge at the summed strength
+            if other["sha256"] == digest and other["expert"] == expert:
+                raise SviError(f"LoRA {path} is the same file as {other['path']}, already "
+                               f"merged at strength {other['scale']:g}; give it once, with "
+                               "the strength you want")  # fmt: skip
         condition = attach_for_file(dit, path, self.bundle.codec, self.bundle.preset.family)
         report = apply_lora(dit, path, scale=scale, merge=True)
         entry = {"path": str(path), "expert": expert, "scale": scale,
-                 "sha256": lora_fingerprint(path), "modules": report.n_modules}  # fmt: skip
+                 "sha256": digest, "modules": report.n_modules}  # fmt: skip
         if condition is not None:
             entry["condition"] = condition
         training = read_lora_metadata(path).get("training")

@@ -286,7 +286,8 @@ def test_reproduce_a_result_from_scratch(model, lora, tmp_path: Path, capsys) ->
         assert len(err) == 1 and message in err[0], err
 
 
-def test_batched_rollouts_do_not_depend_on_their_batch_mates(model, tmp_path: Path) -> None:
+def test_batched_rollouts_do_not_depend_on_their_batch_mates(model, tmp_path: Path,
+                                                             monkeypatch) -> None:  # fmt: skip
     """Scenes rolled out together (one DiT batch, padded to --batch rows) give each scene
     the frames it gets in any other batch of that size; a batched run has its own cache
     key (its rounding may differ from one scene at a time) and extends exactly."""
@@ -301,6 +302,11 @@ def test_batched_rollouts_do_not_depend_on_their_batch_mates(model, tmp_path: Pa
     assert both.meta["batch"] == 4 and single.meta["batch"] == 1
     np.testing.assert_allclose(single.curve("base", "motion"), both.curve("base", "motion"),
                                atol=0.02)  # fmt: skip
+
+    def alone(*_a, **_k):
+        raise AssertionError("a batched cache is continued in its batch, never scene by scene")
+
+    monkeypatch.setattr(drift, "rollout_scene", alone)
     longer = _run(model, [Contender("base")], tmp_path / "a", clips=5, batch=4)
     direct = _run(model, [Contender("base")], tmp_path / "c", clips=5, batch=4)
     assert json.dumps(longer.rows) == json.dumps(direct.rows)

@@ -228,11 +228,10 @@ class Job:
 def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
     """Rows of one (contender, scene). The rollout video is cached (``.npz``; longer
     rollouts serve shorter ones) and so are its scores (``.json``, per metrics version)."""
+    rows = _cached_rows(job)
+    if rows is not None:
+        return rows
     scores = job.cache.with_suffix(f".{job.score_key}.json")
-    if scores.is_file():
-        rows = json.loads(scores.read_text(encoding="utf-8"))["rows"]
-        if len(rows) >= job.scene.clips:
-            return rows[: job.scene.clips]
     per_clip = job.num_frames - job.motion
     ep = render_scene(job.scene.kind, job.scene.seed, job.scene.clips, job.num_frames,
                       job.size, job.motion)  # fmt: skip
@@ -252,6 +251,16 @@ def run_job(job: Job, on_clip: Callable[[], None] | None = None) -> list[dict]:
     return rows
 
 
+def _cached_rows(job: Job) -> list[dict] | None:
+    """The job's scores when a cached scoring covers its clips (per metrics version)."""
+    scores = job.cache.with_suffix(f".{job.score_key}.json")
+    if scores.is_file():
+        rows = json.loads(scores.read_text(encoding="utf-8"))["rows"]
+        if len(rows) >= job.scene.clips:
+            return rows[: job.scene.clips]
+    return None
+
+
 def run_batch(jobs: list[Job], on_clip: Callable[[], None] | None = None) -> list[list[dict]]:
     """Rows of several scenes of one contender whose rollouts are made together, in one
     DiT batch of ``jobs[0].batch`` rows (padded with copies of the last scene, so that a
@@ -262,11 +271,10 @@ def run_batch(jobs: list[Job], on_clip: Callable[[], None] | None = None) -> lis
     per_clip = jobs[0].num_frames - jobs[0].motion
     need, done = [], []
     for job in jobs:
+        if job.contender.reference or _cached_rows(job) is not None:
+            continue
         video, carry = cached_video(job.cache)
-        scored = job.cache.with_suffix(f".{job.score_key}.json").is_file()
-        if not (scored or job.contender.reference) and (
-            video is None or len(video) < job.scene.clips * per_clip
-        ):
+        if video is None or len(video) < job.scene.clips * per_clip:
             need.append(job)
             done.append(None if video is None else (video, carry))
     if need:

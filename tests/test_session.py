@@ -263,3 +263,35 @@ def test_a_long_prompt_is_stored_once(model: Path, tmp_path: Path) -> None:
     assert text.count("END-OF-PROMPT") == 1 and len(text) < len(long) + 20_000
     saved = json.loads(text)
     assert [c["prompt_index"] for c in saved["clips"]] == [0] * 6
+
+
+@pytest.mark.parametrize("fail_at", [3, 5])  # the 3rd / 5th atomic write of the run
+def test_a_full_disk_names_the_output_and_resume_continues(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int
+) -> None:
+    """The disk fills while clip 3's manifest is written: one error naming the output and
+    --resume (the finished clips are kept), and the resumed video is the uninterrupted one."""
+    import errno
+
+    ref = tmp_path / "ref.mp4"
+    run_generate(_request(model, ref, clips=4, seed=2))
+    out = tmp_path / "out.mp4"
+    real, calls = session.write_atomic, []
+
+    def fills_up(path, data):
+        calls.append(path)
+        if len(calls) == fail_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(session, "write_atomic", fills_up)
+        with pytest.raises(SviError) as err:
+            run_generate(_request(model, out, clips=4, seed=2))
+    message = str(err.value)
+    assert str(out) in message and "--resume continues" in message, message
+    recorded = len(json.loads(manifest_path(out).read_text())["clips"])
+    assert f"{recorded} finished clip{'s' * (recorded != 1)} kept" in message
+    manifest = run_generate(_request(model, out, clips=4, seed=2, resume=True))
+    assert manifest["status"] == "complete"
+    assert np.array_equal(read_video(out), read_video(ref))

@@ -27,6 +27,7 @@ be branched at any clip (:mod:`svi.branch`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import inspect
@@ -253,6 +254,7 @@ def generate_to_file(
     if clips_dir is not None:
         clips_dir.mkdir(parents=True, exist_ok=True)
     stop: Interrupted | None = None
+    kept = len(manifest["clips"])  # clips the manifest on disk records
     try:
         with _bars(progress, plan, first) as (bar, on_step):
             current = [first]  # the clip being sampled
@@ -283,6 +285,7 @@ def generate_to_file(
                     )
                     manifest["frames_written"] = writer.frames_written
                     write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
+                    kept = len(manifest["clips"])
                     if not hooks.keep_states:
                         state_path(out, clip.index - 1).unlink(missing_ok=True)
                     if clips_dir is not None:
@@ -294,12 +297,27 @@ def generate_to_file(
     except (Interrupted, KeyboardInterrupt) as exc:  # SIGINT / SIGTERM: keep what is done
         stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
         log.info("interrupted: finalising %s with the clips finished so far", out)
-    except BaseException:
+    except BaseException as exc:
         if not manifest["clips"]:  # failed before a clip was finished: leave nothing behind
             _discard(out, writer)
+        elif _disk_full(exc):  # what is finished is kept: say where, and how to go on
+            n = kept
+            raise SviError(
+                f"no space left on the disk of {out} (the video, its manifest and "
+                f"state beside it): {n} finished clip{'s' * (n != 1)} kept; free "
+                "space, then the same command with --resume continues"
+            ) from exc
         raise
     with interrupts.ignored():  # a second Ctrl-C must not cut the finalising short
         return _finish(out, manifest, writer, tail, stop, hooks.keep_states)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, raised directly or as the cause of an svi error."""
+    for e in (exc, exc.__cause__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+    return False
 
 
 def _discard(out: Path, writer: VideoWriter) -> None:

@@ -1,9 +1,10 @@
 """Process limits the command line checks before it imports anything heavy.
 
 Under an address-space limit (``ulimit -v``) too small for torch and scipy, importing
-scipy's bundled OpenBLAS does not fail: its buffer allocation retries forever, one
-thread at 100 % CPU, deaf to Ctrl-C (issue 28: ``ulimit -v 800000; svi generate
---clips 1`` ran until ``kill -9``). So the CLI refuses such a limit at once, with one
+scipy does not fail: the process never leaves the C initialisation of scipy.linalg's
+BLAS extension (its bundled OpenBLAS), one thread at 100 % CPU, deaf to Ctrl-C (issue
+28: ``ulimit -v 800000; svi generate --clips 1`` ran until ``kill -9``; seen in a
+py-spy dump). So the CLI refuses such a limit at once, with one
 line, instead of hanging. The need was measured: a 1-clip world video peaks at 1.31
 GiB of address space (``VmPeak``, one thread); the margin covers more threads.
 """

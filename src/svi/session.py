@@ -301,10 +301,9 @@ def generate_to_file(
         if not manifest["clips"]:  # failed before a clip was finished: leave nothing behind
             _discard(out, writer)
         elif _disk_full(exc):  # what is finished is kept: say where, and how to go on
-            n = kept
             raise SviError(
                 f"no space left on the disk of {out} (the video, its manifest and "
-                f"state beside it): {n} finished clip{'s' * (n != 1)} kept; free "
+                f"state beside it): {kept} finished clip{'s' * (kept != 1)} kept; free "
                 "space, then the same command with --resume continues"
             ) from exc
         raise

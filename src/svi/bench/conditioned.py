@@ -159,18 +159,22 @@ def sync_scores(
 def silent(envelope: np.ndarray, gamma: float = MOUTH_GAMMA) -> bool:
     """Does the target (``envelope ** gamma``) barely move (std < ``QUIET_STD``)? Then no
     mouth can be scored against it; otherwise a constant mouth simply failed to follow."""
-    target = np.clip(np.asarray(envelope, np.float64), 0.0, None) ** gamma
+    target = _target(envelope, gamma)
     return len(target) < 2 or float(target.std()) < QUIET_STD
 
 
 def _lengths(
     opening: np.ndarray, envelope: np.ndarray, gamma: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    opening = np.asarray(opening, np.float64)
-    envelope = np.clip(np.asarray(envelope, np.float64), 0.0, None)
-    if opening.shape != envelope.shape or opening.ndim != 1:
-        raise ValueError(f"opening {opening.shape} and envelope {envelope.shape} must be (T,)")
-    return opening, envelope**gamma
+    opening, target = np.asarray(opening, np.float64), _target(envelope, gamma)
+    if opening.shape != target.shape or opening.ndim != 1:
+        raise ValueError(f"opening {opening.shape} and envelope {target.shape} must be (T,)")
+    return opening, target
+
+
+def _target(envelope: np.ndarray, gamma: float) -> np.ndarray:
+    """What the mouth should follow: the non-negative envelope to the power ``gamma``."""
+    return np.clip(np.asarray(envelope, np.float64), 0.0, None) ** gamma
 
 
 def sync_lag(

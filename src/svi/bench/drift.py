@@ -191,12 +191,16 @@ def score_video(video: np.ndarray, episode, per_clip: int, grid_period: int, enc
 
 
 def score_with_references(video: np.ndarray, episode, per_clip: int, motion: int,
-                          grid_period: int, encoder=None) -> dict[str, list[dict]]:  # fmt: skip
+                          grid_period: int, encoder=None,
+                          references: dict[str, np.ndarray] | None = None,
+                          ) -> dict[str, list[dict]]:  # fmt: skip
     """Per-clip rows, headline included, of ``video`` (new frames aligned with the
     episode's, as a rollout's) under ``"video"`` and of every reference row of the same
-    length, all scored by the same code."""
+    length, all scored by the same code. ``references`` gives the reference videos as
+    they came through another path (an mp4 round trip); default: made from the episode."""
     videos = {"video": video}
-    videos.update({n: reference_video(n, episode, len(video), motion) for n in REFERENCES})
+    videos.update(references or {n: reference_video(n, episode, len(video), motion)
+                                 for n in REFERENCES})  # fmt: skip
     rows = {n: [score_video(v, episode, per_clip, grid_period, encoder)]  # one scene
             for n, v in videos.items()}  # fmt: skip
     add_headlines(rows)
@@ -362,12 +366,6 @@ class DriftRun:
     def seeds_at_horizon(self, group: str, metric: str, h: int) -> np.ndarray:
         """(training seeds, scenes) :meth:`at_horizon` of each member of ``group``."""
         return np.stack([self.at_horizon(n, metric, h) for n in self.groups()[group]])
-
-    def group_at_horizon(self, group: str, metric: str, h: int) -> np.ndarray:
-        """(scenes,) mean over the group's training seeds of :meth:`at_horizon`."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(self.seeds_at_horizon(group, metric, h), axis=0)
 
     def references(self) -> list[str]:
         return [c.name for c in self.contenders if c.reference]

@@ -38,9 +38,6 @@ APPEARANCE_SCALE = 0.1  # background error or colour distance that counts as all
 ERROR_FLOOR = 0.05  # the least freeze error a clip is normalised by
 HEADLINE_MIN = -1.0  # twice the freeze's error or more
 COMPONENTS = ("objects", "motion", "seam", "flicker", "background", "colour")
-# the per-clip row keys (svi.bench.drift.ClipScorer) the headline reads
-ROW_KEYS = ("identity_located", "motion", "seam_change", "flicker", "background_error",
-            "colour_drift")  # fmt: skip
 
 
 def ratio_error(value, truth, floor: float = CHANGE_FLOOR):

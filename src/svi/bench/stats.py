@@ -69,10 +69,7 @@ def mean_ci(values, *, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0
         return Interval(float("nan"), float("nan"), float("nan"), 0)
     if len(x) < 2:
         return Interval(float(x.mean()), float("nan"), float("nan"), 1)
-    means = bootstrap_means(x, n_boot, seed)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(x.mean()), float(lo), float(hi), len(x))
+    return _interval(float(x.mean()), bootstrap_means(x, n_boot, seed), len(x), level)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,7 @@ def _fmt(v) -> str:
 
 # -- against a world scene's truth (svi bench video --truth-scene) ---------------------
 TRUTH_PATHS = ("auto", "raw", "mp4")
+GRID_WORLD = 4  # the embedded model's patch grid in pixels
 _CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 TRUTH_COLUMNS = ("headline", "identity_located", "motion", "motion_truth", "flicker",
                  "background_error", "colour_drift")  # fmt: skip
@@ -180,7 +181,8 @@ def analyse_against_truth(path: Path, seed: int, *, kind: str = "consistent",
                 ref = reference_video(name, episode, len(frames), motion)
                 videos[name] = read_video(write_video(Path(tmp) / f"{name}.mp4", ref,
                                                       fps=episode.config.fps))  # fmt: skip
-        rows = _score_with(frames, videos, episode, stride)
+        rows = score_with_references(frames, episode, stride, motion, GRID_WORLD,
+                                     references=videos)  # fmt: skip
     else:
         rows = score_with_references(frames, episode, stride, motion, GRID_WORLD)
     return {
@@ -193,18 +195,6 @@ def analyse_against_truth(path: Path, seed: int, *, kind: str = "consistent",
         "per_clip": [{k: _json(r[k]) for k in (*TRUTH_COLUMNS, "headline_error")}
                      for r in rows["video"]],
     }  # fmt: skip
-
-
-GRID_WORLD = 4  # the embedded model's patch grid in pixels
-
-
-def _score_with(frames, references: dict, episode, stride: int) -> dict:
-    from svi.bench.drift import add_headlines, score_video
-
-    videos = {"video": frames, **references}
-    rows = {n: [score_video(v, episode, stride, GRID_WORLD)] for n, v in videos.items()}
-    add_headlines(rows)
-    return {n: scenes[0] for n, scenes in rows.items()}
 
 
 def _mean(values) -> float:

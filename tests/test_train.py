@@ -389,6 +389,11 @@ def test_overrides_take_dotted_keys_and_validate_as_a_recipe() -> None:
         ({"data": {"padding": "mirror"}}, "data.padding must be one of"),
         ({"data": {"crop_min_scale": 0.0}}, r"data.crop_min_scale must be in \(0, 1\]"),
         ({"data": {"random_crop": 1}}, "data.random_crop must be bool"),
+        ({"data": {"padding_mix": ["last", "mirror"]}}, "data.padding_mix entries must be"),
+        ({"loss_frames": "given"}, "loss_frames must be one of all, generated"),
+        ({"dit": {"depth": 6}}, "unknown key dit.depth; known: num_layers"),
+        ({"dit": {"num_layers": 0}}, "dit.num_layers must be an integer >= 1"),
+        ({"dit": {"patch_size": [1, 2]}}, r"dit.patch_size must be 3 integers"),
     ],
 )
 def test_replay_memory_and_data_keys_are_validated(table: dict, says: str) -> None:
@@ -418,3 +423,53 @@ def test_resolve_config_fills_the_models_defaults_once() -> None:
     with pytest.raises(SviError, match="neither a preset nor an existing folder"):
         resolve_config(TrainConfig(init="/no/such/model"))
     assert config_module.REPLACEMENTS == bank.REPLACEMENTS  # svi.config keeps a copy
+
+
+def test_generated_loss_frames_average_only_the_frames_y_does_not_give() -> None:
+    from svi.train import _loss
+
+    gen = torch.Generator().manual_seed(3)
+    v, target = torch.randn(2, 3, 5, 4, 4, generator=gen), torch.randn(2, 3, 5, 4, 4, generator=gen)
+    y = torch.zeros(2, 7, 5, 4, 4)
+    y[0, :4, :2] = 1  # sample 0: 2 given frames; sample 1: 1 given frame
+    y[1, :4, :1] = 1
+    sigma = torch.tensor([0.5, 0.5])
+    per_frame = ((v - target) ** 2).mean(dim=(1, 3, 4))  # (2, 5)
+    want = (per_frame[0, 2:].mean() + per_frame[1, 1:].mean()) / 2
+    got = _loss(v, target, sigma, y, TrainConfig(loss_frames="generated"))
+    torch.testing.assert_close(got, want)
+    everything = _loss(v, target, sigma, y, TrainConfig())
+    torch.testing.assert_close(everything, ((v - target) ** 2).mean())
+
+
+def test_dit_sizes_train_export_and_reload_at_those_sizes(tmp_path: Path) -> None:
+    from svi.models.bundle import load_bundle
+    from svi.train import checkpoint_model
+
+    dit = {"num_layers": 1, "num_attention_heads": 2, "patch_size": [1, 2, 2]}
+    cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2, "dit": dit, "loss_frames": "generated",
+                         "data": DataConfig(pool_size=4, episode_frames=12,
+                                            padding_mix=("last", "anchor", "zeros"))})  # fmt: skip
+    final = train(cfg, tmp_path / "run", progress=False)
+    for bundle in (load_bundle(final), checkpoint_model(list_checkpoints(tmp_path / "run")[-1])):
+        config = bundle.transformer.config
+        assert (config.num_layers, config.num_attention_heads) == (1, 2)
+        assert tuple(config.patch_size) == (1, 2, 2)
+        assert tuple(bundle.preset.transformer["patch_size"]) == (1, 2, 2)
+    meta = json.loads((final / "svi_model.json").read_text())
+    assert meta["preset"]["transformer"]["num_layers"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        ({"init": "embedded", "dit": {"num_layers": 2}}, "a fine-tune keeps its model's sizes"),
+        ({"dit": {"patch_size": [1, 3, 3]}}, "must be \\[1, h, w\\] with h and w dividing"),
+        ({"dit": {"patch_size": [2, 4, 4]}}, "must be \\[1, h, w\\]"),
+    ],
+)
+def test_dit_sizes_are_refused_where_they_cannot_apply(kw: dict, says: str) -> None:
+    from svi.train_setup import resolve_config
+
+    with pytest.raises(SviError, match=says):
+        resolve_config(TrainConfig(**kw))

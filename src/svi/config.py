@@ -38,6 +38,9 @@ else:  # pragma: no cover
 PADDINGS = ("anchor", "zeros", "last", "anchor-first")  # conditioning layouts of training
 EXPERTS = ("high", "low", "both")  # Wan 2.2 A14B: the expert(s) a LoRA run trains
 MASKS = ("first", "motion")
+LOSS_FRAMES = ("all", "generated")  # frames the loss averages over (see TrainConfig)
+# DiT fields a base-training run may change (the preset's transformer config otherwise)
+DIT_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "patch_size")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class DataConfig:
     p_single_frame: float = 0.1  # use M = 1 with this probability (the first clip at inference)
     padding: str | None = None  # anchor | zeros | last | anchor-first (2.0 Pro); None: preset's
     mask: str | None = None  # first (SVI: latent frame 0) | motion (all motion frames)
+    # several layouts trained natively: each batch draws its padding from this list
+    # (uniformly; ``padding`` is then unused); empty: ``padding`` alone
+    padding_mix: tuple[str, ...] = ()
     text_dropout: float = 0.1  # empty prompt with this probability (for CFG)
     random_crop: bool = False  # dataset folders: a random crop of the clip's aspect per sample
     crop_min_scale: float = 0.8  # random_crop: crop side in [this, 1] x the largest crop
@@ -80,6 +86,10 @@ class DataConfig:
             raise SviError(
                 f"data.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}"
             )
+        for padding in self.padding_mix:
+            if padding not in PADDINGS:
+                raise SviError(f"data.padding_mix entries must be among {', '.join(PADDINGS)}, "
+                               f"got {padding!r}")  # fmt: skip
         if self.mask is not None and self.mask not in MASKS:
             raise SviError(f"data.mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
         if not isinstance(self.random_crop, bool):
@@ -198,6 +208,21 @@ class AugmentConfig:
         _positive_int(self.frames, "augment.frames")
 
 
+def _check_dit(dit: Any) -> None:
+    if not isinstance(dit, dict):
+        raise SviError("dit must be a table of DiT sizes")
+    for key, value in dit.items():
+        if key not in DIT_FIELDS:
+            raise SviError(f"unknown key dit.{key}; known: {', '.join(DIT_FIELDS)}")
+        if key == "patch_size":
+            if not isinstance(value, list | tuple) or len(value) != 3:
+                raise SviError(f"dit.patch_size must be 3 integers (t, h, w), got {value!r}")
+            for v in value:
+                _positive_int(v, "dit.patch_size")
+        else:
+            _positive_int(value, f"dit.{key}")
+
+
 def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SviError(f"{where} must be an integer >= 1, got {value!r}")
@@ -241,6 +266,10 @@ class TrainConfig:
     ema_decay: float | None = 0.999
     shift: float | None = None  # training sigma shift; None = the preset's
     weighting: str = "none"  # none | bell (timestep_weight of the released code)
+    # "generated": the loss skips the latent frames y's mask marks as given (the motion
+    # frames, known to the model); "all": every frame, as the released code
+    loss_frames: str = "all"
+    dit: dict[str, Any] | None = None  # base training: DiT sizes over the preset's (DIT_FIELDS)
     lora_rank: int | None = None  # None = train the whole DiT; else a peft LoRA
     lora_alpha: int | None = None
     expert: str | None = None  # A14B: high | low | both (per-expert LoRAs); None: transformer
@@ -269,6 +298,11 @@ class TrainConfig:
                 raise SviError(f"shift must be a finite number > 0, got {self.shift}")
         if self.ema_decay is not None and not 0.0 <= _number(self.ema_decay, "ema_decay") < 1.0:
             raise SviError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.loss_frames not in LOSS_FRAMES:
+            raise SviError(f"loss_frames must be one of {', '.join(LOSS_FRAMES)}, "
+                           f"got {self.loss_frames!r}")  # fmt: skip
+        if self.dit is not None:
+            _check_dit(self.dit)
         if self.expert is not None and self.expert not in EXPERTS:
             raise SviError(f"expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
         if self.erft is not None and self.augment is not None:

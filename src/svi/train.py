@@ -33,7 +33,7 @@ from svi.checkpoint import (
     save_rank_extra,
 )
 from svi.clips import ClipBatch, FolderClips, WorldClips
-from svi.conditioning import build_y, build_y_anchor_first
+from svi.conditioning import MASK_CHANNELS, build_y, build_y_anchor_first
 from svi.config import TrainConfig, from_dict
 from svi.ema import EMA
 from svi.erft.augment import augment_y
@@ -43,7 +43,7 @@ from svi.models.bundle import ModelBundle, build_world_transformer, save_world_m
 from svi.models.codec import PixelCodec
 from svi.models.presets import ModelPreset, get_preset
 from svi.sampling import Experts
-from svi.train_setup import check_dataset, motion_latents, resolve_config
+from svi.train_setup import check_dataset, motion_latents, resolve_config, world_preset
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def make_bundle(config: TrainConfig) -> ModelBundle:
     """The model to train: a fresh world DiT, or loaded weights to fine-tune, with the
     config's clip geometry (Wan)."""
     config = resolve_config(config)
-    preset = get_preset(config.preset)
+    preset = world_preset(config) if config.init is None else get_preset(config.preset)
     if config.init is None:
         from svi.models.bundle import world_text_encoder
 
@@ -103,6 +103,8 @@ def prepare_batch(
     frames = batch.frames  # (B, 3, F, H, W)
     x0 = bundle.codec.encode(frames)  # (B, C, f, h, w)
     padding = d.padding or p.padding
+    if d.padding_mix:  # a layout per batch, drawn after the coin above (resume: same draws)
+        padding = d.padding_mix[int(torch.randint(len(d.padding_mix), (), generator=gen))]
     if padding == "anchor-first":  # SVI 2.0 Pro; a single-frame sample: the first clip's y
         y = anchor_first_y(bundle, batch.anchors, x0, None if single else m)
     else:
@@ -215,7 +217,7 @@ def _train(
             v = _driven(_with_image_tokens(velocity, bundle, batch), batch, config, gen)(
                 x_t, sigma, y, text
             )
-            loss = _loss(v, target, sigma, config)
+            loss = _loss(v, target, sigma, y, config)
             if injector is not None:  # one-step errors -> replay memory (no extra forward)
                 errors = injector.errors(inj, x_t, sigma, v.detach())
                 if _share_errors(config, step, accelerator.num_processes):
@@ -391,8 +393,19 @@ def _with_image_tokens(velocity: Experts, bundle: ModelBundle, batch: ClipBatch)
     return replace(velocity, image_states=states)
 
 
-def _loss(v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, config: TrainConfig):
-    per_sample = F.mse_loss(v, target, reduction="none").flatten(1).mean(1)  # (B,)
+def _loss(
+    v: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
+    config: TrainConfig,
+) -> torch.Tensor:  # fmt: skip
+    """Flow-matching MSE per sample (over every latent frame, or with ``loss_frames =
+    "generated"`` over those y's mask channels do not mark as given), then weighted."""
+    err = F.mse_loss(v, target, reduction="none").mean(dim=(1, 3, 4))  # (B, f)
+    if config.loss_frames == "generated":
+        given = y[:, :MASK_CHANNELS].amax(dim=(1, 3, 4)) > 0.5  # (B, f)
+        keep = (~given).to(err.dtype)
+        per_sample = (err * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+    else:
+        per_sample = err.mean(1)  # (B,)
     if config.weighting == "bell":
         weight = flow.timestep_weight(sigma * flow.NUM_TRAIN_TIMESTEPS)
         per_sample = per_sample * weight.to(per_sample.device)
@@ -627,9 +640,9 @@ def checkpoint_model(ckpt: Path, use_ema: bool = True) -> ModelBundle:
 
     loaded = load_checkpoint(ckpt)
     config = loaded["state"]["config"]
-    preset = get_preset(config["preset"])
     if config.get("lora_rank"):
         raise SviError(f"{ckpt} is a LoRA checkpoint; load its base model and the LoRA instead")
+    preset = world_preset(from_dict(TrainConfig, config))
     model = build_world_transformer(preset)
     weights = loaded["ema"] if use_ema and loaded["ema"] is not None else loaded["model"]
     model.load_state_dict(weights)

@@ -64,16 +64,42 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         raise SviError(f"the procedural world renders square clips from episodes longer than "
                        f"the clip; got {h}x{w} clips of {f} frames from episodes of "
                        f"{d.episode_frames} (data.episode_frames)")  # fmt: skip
+    if config.dit is not None:
+        _check_dit(config, preset)
     if config.erft is not None:
         _check_replay_memory(config.erft, preset.codec, h, w, f)
     _check_expert(config, preset)
     _check_condition(config)
     data = replace(d, motion_frames=m, padding=d.padding or preset.padding,
                    mask=d.mask or preset.mask)  # fmt: skip
-    if data.padding == "anchor-first":
+    if "anchor-first" in (data.padding, *data.padding_mix):
         _check_anchor_first(preset.codec, m, f)
+    if "anchor-first" in data.padding_mix and (config.erft or config.augment):
+        raise SviError("data.padding_mix with 'anchor-first' is for base training: ERFT and "
+                       "[augment] degrade y in one layout (data.padding)")  # fmt: skip
     return replace(config, preset=preset.name, init=init, height=h, width=w, num_frames=f,
                    data=data)  # fmt: skip
+
+
+def world_preset(config: TrainConfig) -> ModelPreset:
+    """The preset of a resolved run with its ``dit`` sizes over the preset's DiT config
+    (what base training builds, exports and checkpoints)."""
+    preset = get_preset(config.preset or "world-tiny")
+    if not config.dit:
+        return preset
+    dit = {k: tuple(v) if k == "patch_size" else v for k, v in config.dit.items()}
+    return replace(preset, transformer={**preset.transformer, **dit})
+
+
+def _check_dit(config: TrainConfig, preset: ModelPreset) -> None:
+    """``dit`` sizes only for a world model trained from scratch, patches tiling the clip."""
+    if config.init is not None or preset.family != "world":
+        raise SviError("dit (the DiT's sizes) applies to a world model trained from scratch; "
+                       "a fine-tune keeps its model's sizes")  # fmt: skip
+    pt, ph, pw = world_preset(config).transformer["patch_size"]
+    if preset.height % ph or preset.width % pw or pt != 1:
+        raise SviError(f"dit.patch_size {[pt, ph, pw]} must be [1, h, w] with h and w dividing "
+                       f"the {preset.height}x{preset.width} frame")  # fmt: skip
 
 
 def _model_preset(path: Path) -> str:

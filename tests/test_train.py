@@ -391,6 +391,7 @@ def test_overrides_take_dotted_keys_and_validate_as_a_recipe() -> None:
         ({"data": {"random_crop": 1}}, "data.random_crop must be bool"),
         ({"data": {"padding_mix": ["last", "mirror"]}}, "data.padding_mix entries must be"),
         ({"loss_frames": "given"}, "loss_frames must be one of all, generated"),
+        ({"weighting": "snr"}, "weighting must be one of none, bell, x0"),
         ({"dit": {"depth": 6}}, "unknown key dit.depth; known: num_layers"),
         ({"dit": {"num_layers": 0}}, "dit.num_layers must be an integer >= 1"),
         ({"dit": {"patch_size": [1, 2]}}, r"dit.patch_size must be 3 integers"),
@@ -440,6 +441,19 @@ def test_generated_loss_frames_average_only_the_frames_y_does_not_give() -> None
     torch.testing.assert_close(got, want)
     everything = _loss(v, target, sigma, y, TrainConfig())
     torch.testing.assert_close(everything, ((v - target) ** 2).mean())
+
+
+def test_x0_weighting_is_the_error_of_the_implied_clean_clip() -> None:
+    from svi.train import _loss
+
+    gen = torch.Generator().manual_seed(4)
+    x0, noise = torch.randn(2, 3, 5, 4, 4, generator=gen), torch.randn(2, 3, 5, 4, 4, generator=gen)
+    sigma = torch.tensor([0.2, 0.9])
+    x_t, target = flow.interpolate(x0, noise, sigma), flow.velocity_target(x0, noise)
+    v = target + 0.1 * torch.randn(target.shape, generator=gen)
+    x0_hat = x_t - sigma.view(-1, 1, 1, 1, 1) * v
+    got = _loss(v, target, sigma, torch.zeros(2, 7, 5, 4, 4), TrainConfig(weighting="x0"))
+    torch.testing.assert_close(got, ((x0_hat - x0) ** 2).mean())
 
 
 def test_dit_sizes_train_export_and_reload_at_those_sizes(tmp_path: Path) -> None:

@@ -189,7 +189,8 @@ def test_a_short_video_repeats_its_last_frame(dataset: Path, caplog) -> None:
 def test_random_crops_come_from_the_data_generator(dataset: Path) -> None:
     """Crops of the clip's aspect vary per sample, within the frame and the scale range,
     and the same generator state gives the same crops (so resume is exact)."""
-    from svi.clips import FolderClips, largest_crop, random_crop
+    from svi.clips import FolderClips
+    from svi.crop import largest_crop, random_crop
 
     assert largest_crop(40, 48, 32, 32) == (0, 4, 40, 40)
     rng = np.random.default_rng(0)

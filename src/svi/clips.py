@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.progress import Progress
 
+from svi.crop import crop_resize, fit_frames, random_crop, resize_frames
 from svi.errors import SviError
 from svi.pixels import to_signed
 
@@ -163,11 +163,11 @@ class FolderClips:
         frames = read_video(path)
         h0, w0 = frames.shape[1:3]
         if self.random_crop is None:
-            frames = crop_resize(frames, largest_crop(h0, w0, *self.size), *self.size)
+            frames = fit_frames(frames, *self.size)
         else:  # kept only as large as the smallest crop needs (its side: the clip's)
             smallest = self.random_crop * min(h0 / self.size[0], w0 / self.size[1])
             if smallest > 1.0:
-                frames = _resize(frames, round(h0 / smallest), round(w0 / smallest))
+                frames = resize_frames(frames, round(h0 / smallest), round(w0 / smallest))
         if len(frames) < self.num_frames:
             frames = self._pad(index, frames)
         if len(self._videos) >= self.cache:
@@ -206,40 +206,3 @@ class FolderClips:
             prompts.append(stream[min((start + motion_frames) * len(stream) // t, len(stream) - 1)])
         video = to_signed(np.stack(clips)).movedim(1, 2)  # (B, 3, F, H, W)
         return ClipBatch(frames=video, anchors=to_signed(np.stack(anchors)), prompts=prompts)
-
-
-Box = tuple[int, int, int, int]  # top, left, height, width
-
-
-def largest_crop(h: int, w: int, height: int, width: int) -> Box:
-    """The centred crop of a ``h x w`` frame with the aspect of ``height x width``."""
-    s = min(h / height, w / width)
-    ch, cw = min(h, max(1, round(height * s))), min(w, max(1, round(width * s)))
-    return (h - ch) // 2, (w - cw) // 2, ch, cw
-
-
-def random_crop(
-    h: int, w: int, height: int, width: int, min_scale: float, rng: np.random.Generator
-) -> Box:
-    """A crop of the aspect of ``height x width``: side ``u`` x the largest one, ``u``
-    uniform in [min_scale, 1], at a uniform position (three draws from ``rng``)."""
-    _, _, ch, cw = largest_crop(h, w, height, width)
-    u = float(rng.uniform(min_scale, 1.0))
-    ch, cw = max(1, round(ch * u)), max(1, round(cw * u))
-    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return top, left, ch, cw
-
-
-def crop_resize(frames: np.ndarray, box: Box, height: int, width: int) -> np.ndarray:
-    """Frames (T, h, w, 3) uint8 cropped to ``box`` and resized (Lanczos) to the clip size."""
-    top, left, ch, cw = box
-    return _resize(frames[:, top : top + ch, left : left + cw], height, width)
-
-
-def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Frames (T, h, w, 3) uint8 resized (Lanczos) to ``height x width`` (if not already)."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    size = (width, height)
-    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS))
-                     for f in frames])  # fmt: skip

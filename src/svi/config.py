@@ -38,6 +38,7 @@ else:  # pragma: no cover
 PADDINGS = ("anchor", "zeros", "last", "anchor-first")  # conditioning layouts of training
 EXPERTS = ("high", "low", "both")  # Wan 2.2 A14B: the expert(s) a LoRA run trains
 MASKS = ("first", "motion")
+WEIGHTINGS = ("none", "bell", "x0")  # loss weight over sigma (see TrainConfig)
 LOSS_FRAMES = ("all", "generated")  # frames the loss averages over (see TrainConfig)
 # DiT fields a base-training run may change (the preset's transformer config otherwise)
 DIT_FIELDS = ("num_layers", "num_attention_heads", "attention_head_dim", "ffn_dim", "patch_size")
@@ -265,7 +266,9 @@ class TrainConfig:
     seed: int = 0
     ema_decay: float | None = 0.999
     shift: float | None = None  # training sigma shift; None = the preset's
-    weighting: str = "none"  # none | bell (timestep_weight of the released code)
+    # none | bell (timestep_weight of the released code) | x0 (sigma^2: the MSE of the
+    # clean clip the velocity implies, x_t - sigma v)
+    weighting: str = "none"
     # "generated": the loss skips the latent frames y's mask marks as given (the motion
     # frames, known to the model); "all": every frame, as the released code
     loss_frames: str = "all"
@@ -298,6 +301,9 @@ class TrainConfig:
                 raise SviError(f"shift must be a finite number > 0, got {self.shift}")
         if self.ema_decay is not None and not 0.0 <= _number(self.ema_decay, "ema_decay") < 1.0:
             raise SviError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.weighting not in WEIGHTINGS:
+            raise SviError(f"weighting must be one of {', '.join(WEIGHTINGS)}, "
+                           f"got {self.weighting!r}")  # fmt: skip
         if self.loss_frames not in LOSS_FRAMES:
             raise SviError(f"loss_frames must be one of {', '.join(LOSS_FRAMES)}, "
                            f"got {self.loss_frames!r}")  # fmt: skip

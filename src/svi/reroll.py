@@ -7,7 +7,7 @@ the end of the previous clip. Two weight-free scores, both on a 0-1 scale:
 - ``seam``: mean absolute difference in luminance between the clip's first M frames and
   the carried frames (0 = the clip continues exactly what was shown);
 - ``colour``: distance of the clip's mean colour from the carried frames' mean colour
-  (:func:`svi.bench.metrics.colour_drift`): a sudden colour shift.
+  (:func:`svi.pixels.colour_drift`): a sudden colour shift.
 
 With ``--reroll T`` a clip whose larger score exceeds T is generated again with the next
 seed (``seed + 1``, ``seed + 2`` ...), up to ``--max-rerolls`` more times; the first try
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from svi.bench.metrics import colour_drift, grey
+from svi.pixels import colour_drift, grey
 
 
 def clip_scores(frames: np.ndarray, carried: np.ndarray) -> dict[str, float]:

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 from PIL import Image
 
+from svi.crop import fit_frames, largest_crop
 from svi.errors import SviError
 from svi.models.presets import ModelPreset
 
@@ -24,14 +25,11 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    scale = max(height / h, width / w)
-    ch, cw = round(height / scale), round(width / scale)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = Image.fromarray(image[top : top + ch, left : left + cw])
+    _, _, ch, cw = largest_crop(h, w, height, width)
     log.warning(
         "note: image %dx%d cropped to %dx%d and resized to %dx%d", w, h, cw, ch, width, height
     )
-    return np.array(crop.resize((width, height), Image.Resampling.LANCZOS))
+    return fit_frames(image[None], height, width)[0]
 
 
 def image_start(image: np.ndarray, preset: ModelPreset, *, stretch: bool = False) -> np.ndarray:

@@ -252,7 +252,7 @@ def _train(
         unwrapped = {k: accelerator.unwrap_model(m) for k, m in models.items()}
         final = _export(out, unwrapped, ema, bundle, config)
         if injector is not None:
-            from svi.bench.banks import plot_banks
+            from svi.erft.plot import plot_banks
 
             plot_banks(out)
     accelerator.wait_for_everyone()
@@ -409,8 +409,8 @@ def _loss(
     if config.weighting == "bell":
         weight = flow.timestep_weight(sigma * flow.NUM_TRAIN_TIMESTEPS)
         per_sample = per_sample * weight.to(per_sample.device)
-    elif config.weighting != "none":
-        raise SviError(f"unknown weighting {config.weighting!r}; use 'none' or 'bell'")
+    elif config.weighting == "x0":  # sigma^2 |v - v*|^2 = |x0_hat - x0|^2, x0_hat = x_t - sigma v
+        per_sample = per_sample * sigma.to(per_sample.device) ** 2
     return per_sample.mean()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from svi.pixels import colour_drift, grey  # noqa: F401 - part of this module's API
+
 COLOUR_TOLERANCE = 60.0  # Euclidean RGB distance that still counts as the object's colour
 PRESENCE_FRACTION = 0.3  # share of the true mask that must carry the colour
 
@@ -86,13 +88,6 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(((_f(a) - _f(b)) / 255.0).__pow__(2).mean())
 
 
-def colour_drift(frames: np.ndarray, reference: np.ndarray) -> float:
-    """Distance of the mean colour of ``frames`` to that of ``reference`` (0..1 scale)."""
-    a = _f(frames).reshape(-1, 3).mean(0) / 255.0
-    b = _f(reference).reshape(-1, 3).mean(0) / 255.0
-    return float(np.linalg.norm(a - b))
-
-
 def motion_energy(frames: np.ndarray) -> float:
     """Mean absolute frame-to-frame change (0..1): 0 means a frozen video."""
     if len(frames) < 2:
@@ -121,11 +116,6 @@ BLOB_CONTRAST_SHARE = 0.8  # ... and at most this share of the colour's true con
 AREA_FACTOR = 2.5  # a blob is an object when its area is within this factor of the truth's
 MIN_OBJECT_AREA = 6  # objects showing fewer true pixels are not scored (mostly off-frame)
 REFERENCE_FLOOR = 1e-3  # smaller truth changes (luminance, 0..1) are not scored
-
-
-def grey(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, H, W) float32 luminance in [0, 1] (Rec. 601)."""
-    return (_f(frames) @ np.asarray([0.299, 0.587, 0.114], np.float32)) / 255.0
 
 
 def denoise(frame: np.ndarray) -> np.ndarray:

@@ -222,11 +222,7 @@ def read_audio_drive(
 def read_pose_drive(path: Any, *, height: int, width: int, temporal_factor: int) -> PoseDrive:
     """The pose stream of a video file, one pose frame per generated frame, fitted to the
     clip size (centre crop to its aspect, Lanczos resize)."""
-    from svi.clips import crop_resize, largest_crop
+    from svi.crop import fit_frames
     from svi.video import read_video
 
-    video = read_video(path)
-    h0, w0 = video.shape[1:3]
-    if (h0, w0) != (height, width):
-        video = crop_resize(video, largest_crop(h0, w0, height, width), height, width)
-    return PoseDrive(video, temporal_factor)
+    return PoseDrive(fit_frames(read_video(path), height, width), temporal_factor)

@@ -3,6 +3,7 @@ training with a condition, resume and bad inputs."""
 
 from __future__ import annotations
 
+import logging
 import wave
 from dataclasses import replace
 from pathlib import Path
@@ -216,6 +217,7 @@ def streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "wav": _wav(folder / "speech.wav", talk.audio),
         "stereo48k": _wav(folder / "speech48.wav", stereo48k, 48000, 2),
         "silent": _wav(folder / "silent.wav", np.zeros(16000, np.float32)),
+        "empty": _wav(folder / "empty.wav", np.zeros(0, np.float32)),
         "corrupt": folder / "bad.wav",
         "pose": pose,
     }
@@ -238,6 +240,18 @@ def test_audio_video_follows_the_wav_and_any_rate_or_channels(
     other = run_generate(_request(model, tmp_path / "b.mp4", audio=streams["stereo48k"],
                                   lora=lora))  # fmt: skip
     assert len(other["clips"]) == 6  # resampled and averaged, not refused
+
+
+def test_a_silent_wav_drives_a_listening_face_with_one_note(
+    model: Path, adapters, streams, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        manifest = run_generate(_request(model, tmp_path / "s.mp4", audio=streams["silent"],
+                                         lora=[adapters["audio"]]))  # fmt: skip
+    notes = [r for r in caplog.records if "is silent" in r.getMessage()]
+    assert len(notes) == 1 and "mouth stays closed" in notes[0].getMessage()
+    assert manifest["status"] == "complete"
+    assert len(manifest["clips"]) == clips_covering(8, F, F - M)  # 1 s at 8 fps
 
 
 def test_driven_resume_is_frame_identical(
@@ -274,7 +288,7 @@ def test_bad_driven_inputs_give_one_line_and_exit_2(
     base = ["generate", "--model", str(model), "--steps", "2", "--no-progress"]
     audio, pose = str(adapters["audio"]), str(adapters["pose"])
     cases = {
-        "silent": (["--audio", str(streams["silent"]), "--lora", audio], "is silent"),
+        "empty": (["--audio", str(streams["empty"]), "--lora", audio], "holds no samples"),
         "corrupt": (["--audio", str(streams["corrupt"]), "--lora", audio], "cannot read wav"),
         "both": (["--audio", str(streams["wav"]), "--pose", str(streams["pose"])], "not both"),
         "other condition": (["--audio", str(streams["wav"]), "--lora", pose],

@@ -20,6 +20,7 @@ is extended with silence, the pose stream holds its last frame.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from svi.conditions.windows import (
 )
 from svi.errors import SviError
 from svi.plan import clips_covering
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AudioDrive", "ClipDrive", "Drive", "PoseDrive"]
 
@@ -208,13 +211,16 @@ def read_audio_drive(
 ) -> AudioDrive:
     """The audio stream of a wav file: any rate and channel count (averaged, resampled);
     features from ``encoder`` (a :class:`~svi.conditions.wav2vec.Wav2Vec2Features`) or
-    the weight-free log-mel features. A silent file is refused."""
+    the weight-free log-mel features. A silent file drives a closed mouth (one warning);
+    a file without samples is refused."""
     from svi.conditions.audio import audio_features, read_wav
 
     wav, rate = read_wav(path)
-    if wav.size == 0 or float(np.abs(wav).max()) < SILENT_PEAK:
-        raise SviError(f"audio {path} is silent (every sample below -80 dBFS): nothing to "
-                       "drive the video")  # fmt: skip
+    if wav.size == 0:
+        raise SviError(f"audio {path} holds no samples: nothing to drive the video")
+    if float(np.abs(wav).max()) < SILENT_PEAK:  # ordinary input: a character who listens
+        log.warning("note: audio %s is silent (every sample below -80 dBFS): the mouth "
+                    "stays closed", path)  # fmt: skip
     features = encoder(wav, rate, fps) if encoder is not None else audio_features(wav, rate, fps)
     return AudioDrive(features, temporal_factor, guidance)
 

@@ -173,7 +173,7 @@ def test_a_branch_past_the_finished_clips_fails_readably(app: Callbacks, model: 
 
 @pytest.mark.parametrize(
     ("change", "says"),
-    [({"prompts": "  \n"}, "enter at least one prompt"),
+    [({"prompts": "  \n", "image": __file__}, "enter a prompt for the start image"),
      ({"prompts": "# only a comment\n"}, "no prompts found"),
      ({"prompts": "prompts = ['a', f(x)]"}, "prompt stream"),
      ({"variant": "nope"}, "unknown variant 'nope'"),
@@ -186,6 +186,24 @@ def test_bad_input_is_a_readable_message(app: Callbacks, model: Path, change, sa
     job_id, message = app.generate(*_values(_form(model, **change)))
     assert job_id is None and message.startswith("error: ") and says in message
     assert "\n" not in message and app.sessions_rows()[0] == []  # nothing written
+
+
+def test_a_blank_prompt_makes_what_svi_generate_makes_without_one(
+    app: Callbacks, model: Path, tmp_path: Path
+) -> None:
+    """One front door: the page with no prompt = `svi generate` with no prompt (the world
+    scene's own prompt), frame for frame."""
+    from svi.plan import GenerationConfig
+    from svi.session import GenerateRequest, run_generate
+
+    job = _run(app, _form(model, prompts="  \n"))
+    assert job.state == DONE, job.error
+    cli = run_generate(GenerateRequest(out=tmp_path / "cli.mp4", model=str(model), clips=3,
+                                       config=GenerationConfig(seed=1, steps=2),
+                                       world_kind="consistent", progress=False))  # fmt: skip
+    page = json.loads(manifest_path(job.out).read_text())
+    assert page["inputs"]["prompt_texts"] == cli["inputs"]["prompt_texts"]
+    assert (read_video(job.out) == read_video(tmp_path / "cli.mp4")).all()
 
 
 def test_a_python_list_of_prompts_is_a_stream(app: Callbacks, model: Path) -> None:

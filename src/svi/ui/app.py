@@ -234,7 +234,7 @@ def build_app(queue: JobQueue, sessions: Sessions, defaults: Form | None = None)
                     d.prompts,
                     lines=5,
                     elem_id="prompts",
-                    label="Prompt stream (one per line, or a list)",
+                    label="Prompt stream (one per line, or a list; blank: the world scene's)",
                 )
                 with gr.Accordion("Start", open=False):
                     c["image"] = gr.Image(label="Start image (blank: a world scene)",

@@ -81,15 +81,19 @@ def _whole(value: Any, name: str) -> int:
 
 
 def check(form: Form) -> list[str]:
-    """The prompt stream of ``form``; SviError (one sentence) for what the page got wrong,
-    before anything is loaded or written."""
+    """The prompt stream of ``form`` (empty: the world scene's prompt, as ``svi generate``
+    without prompts); SviError (one sentence) for what the page got wrong, before
+    anything is loaded or written."""
     from svi.prompt_stream import parse_prompt_stream
     from svi.variants import VARIANTS
     from svi.world.config import KINDS
 
-    if not form.prompts.strip():
-        raise SviError("enter at least one prompt (one per line, or a prompts = [...] list)")
-    prompts = parse_prompt_stream(form.prompts, "the prompt stream", seconds_per_clip=1.0)
+    prompts: list[str] = []
+    if form.prompts.strip():  # blank: the world scene's own prompt, as `svi generate`
+        prompts = parse_prompt_stream(form.prompts, "the prompt stream", seconds_per_clip=1.0)
+    elif form.image is not None:
+        raise SviError("enter a prompt for the start image (only a world scene has one of "
+                       "its own)")  # fmt: skip
     if form.variant and form.variant not in VARIANTS:
         known = ", ".join(n for n in VARIANTS if n != "2.0-a14b")
         raise SviError(f"unknown variant {form.variant!r}; known: {known}")
@@ -156,7 +160,7 @@ def to_request(form: Form, folder: Path, out: Path) -> GenerateRequest:
     return GenerateRequest(
         out=out, model=form.model.strip() or None, lora=[Path(p) for p, _ in loras],
         lora_scale=[s for _, s in loras], image=_path(form.image),
-        prompts=folder / "prompts.txt", config=config,
+        prompts=folder / "prompts.txt" if form.prompts.strip() else None, config=config,
         world_kind=None if form.image else form.world_kind, world_seed=form.world_seed,
         audio=_path(form.audio), pose=_path(form.pose), progress=False, **length,
     )  # fmt: skip

@@ -487,3 +487,47 @@ def test_dit_sizes_are_refused_where_they_cannot_apply(kw: dict, says: str) -> N
 
     with pytest.raises(SviError, match=says):
         resolve_config(TrainConfig(**kw))
+
+
+def test_an_x0_residual_dit_that_outputs_zero_copies_the_conditioning_video() -> None:
+    """x0-residual: the DiT's output is the clean clip minus y's video, so a DiT that
+    outputs 0 samples exactly y's video (the given frames and their padding)."""
+    from dataclasses import replace as dc_replace
+
+    from svi.models.bundle import build_world_transformer
+    from svi.models.presets import get_preset
+    from svi.sampling import residual_velocity, sample_latents
+
+    preset = dc_replace(get_preset("world-tiny"), prediction="x0-residual")
+    model = build_world_transformer(preset)
+    torch.nn.init.zeros_(model.proj_out.weight)
+    torch.nn.init.zeros_(model.proj_out.bias)
+    gen = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.ones(1, 4, 5, 32, 32), torch.rand(1, 3, 5, 32, 32, generator=gen)], 1)
+    noise, text = torch.randn(1, 3, 5, 32, 32, generator=gen), torch.zeros(1, 48, 384)
+    velocity = Experts(model, prediction=preset.prediction)
+    x = sample_latents(velocity, noise, y, text, steps=4, shift=3.0)
+    torch.testing.assert_close(x, y[:, 4:], atol=1e-5, rtol=0)
+    # and the velocity it implies is flow matching's: x_t - sigma v = x0
+    sigma = torch.tensor([0.4])
+    x_t = flow.interpolate(y[:, 4:], noise, sigma)
+    v = residual_velocity(torch.zeros_like(noise), x_t, sigma, y)
+    torch.testing.assert_close(v, flow.velocity_target(y[:, 4:], noise))
+
+
+def test_prediction_is_trained_exported_and_reloaded(tmp_path: Path) -> None:
+    from svi.models.bundle import load_bundle
+    from svi.train import checkpoint_model
+    from svi.train_setup import resolve_config
+
+    cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2, "prediction": "x0-residual",
+                         "weighting": "x0"})  # fmt: skip
+    final = train(cfg, tmp_path / "run", progress=False)
+    for bundle in (load_bundle(final), checkpoint_model(list_checkpoints(tmp_path / "run")[-1])):
+        assert bundle.preset.prediction == "x0-residual"
+        assert bundle.experts.prediction == "x0-residual"
+    assert load_bundle("world-tiny").experts.prediction == "velocity"  # shipped: unchanged
+    with pytest.raises(SviError, match="prediction must be one of velocity, x0-residual"):
+        TrainConfig(prediction="eps")
+    with pytest.raises(SviError, match="a fine-tune keeps its model's"):
+        resolve_config(TrainConfig(init="embedded", prediction="x0-residual"))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from svi.errors import SviError
+from svi.models.presets import PREDICTIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -273,6 +274,8 @@ class TrainConfig:
     # frames, known to the model); "all": every frame, as the released code
     loss_frames: str = "all"
     dit: dict[str, Any] | None = None  # base training: DiT sizes over the preset's (DIT_FIELDS)
+    # base training: what the DiT outputs (velocity | x0-residual); None: the preset's
+    prediction: str | None = None
     lora_rank: int | None = None  # None = train the whole DiT; else a peft LoRA
     lora_alpha: int | None = None
     expert: str | None = None  # A14B: high | low | both (per-expert LoRAs); None: transformer
@@ -309,6 +312,9 @@ class TrainConfig:
                            f"got {self.loss_frames!r}")  # fmt: skip
         if self.dit is not None:
             _check_dit(self.dit)
+        if self.prediction is not None and self.prediction not in PREDICTIONS:
+            raise SviError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
+                           f"got {self.prediction!r}")  # fmt: skip
         if self.expert is not None and self.expert not in EXPERTS:
             raise SviError(f"expert must be one of {', '.join(EXPERTS)}, got {self.expert!r}")
         if self.erft is not None and self.augment is not None:

@@ -32,6 +32,7 @@ class Experts:
     boundary: float | None = None
     image_states: Tensor | None = None
     drive: Any = None  # svi.conditions.drive.ClipDrive: this clip's audio / pose condition
+    prediction: str = "velocity"  # the DiT's output (svi.models.presets.ModelPreset.prediction)
 
     def model_for(self, sigma: Tensor) -> torch.nn.Module:
         """The expert for the batch's ``sigma`` (B,): ``low`` below the boundary, else ``high``."""
@@ -47,10 +48,14 @@ class Experts:
         condition (all rows conditioned when ``keep`` is None)."""
         model = self.model_for(sigma)
         if self.drive is None:
-            return self._call(model, x, sigma, y, text)
-        rows = torch.ones(x.shape[0], dtype=torch.bool) if keep is None else keep
-        with self.drive.applied(model, rows):
-            return self._call(model, x, sigma, y, text)
+            out = self._call(model, x, sigma, y, text)
+        else:
+            rows = torch.ones(x.shape[0], dtype=torch.bool) if keep is None else keep
+            with self.drive.applied(model, rows):
+                out = self._call(model, x, sigma, y, text)
+        if self.prediction == "velocity":
+            return out
+        return residual_velocity(out, x, sigma, y)
 
     def _call(self, model: torch.nn.Module, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor):
         param = next(model.parameters())
@@ -72,6 +77,18 @@ class Experts:
             **extra,
         )[0]
         return out.to(x.dtype)
+
+
+MIN_SIGMA = 1e-4  # the x0 -> velocity conversion's floor (no grid sigma is this small)
+
+
+def residual_velocity(out: Tensor, x: Tensor, sigma: Tensor, y: Tensor) -> Tensor:
+    """The velocity of an ``x0-residual`` output: ``x0 = c + out`` with ``c`` y's
+    conditioning video (its last ``C`` channels, after the mask), and
+    ``v = (x_t - x0) / sigma`` (flow matching: ``x_t = (1 - s) x0 + s eps``, ``v = eps - x0``)."""
+    c = y[:, y.shape[1] - x.shape[1] :]
+    s = sigma.to(x.dtype).clamp_min(MIN_SIGMA).view(-1, *([1] * (x.dim() - 1)))
+    return (x - (c.to(x.dtype) + out)) / s
 
 
 def guided_velocity(

@@ -300,7 +300,7 @@ def _velocity(bundle: ModelBundle, models: dict[str, torch.nn.Module], device) -
     """The training DiT call; with ``expert`` both A14B experts switched at the boundary
     (an untrained one frozen, used only by rollouts)."""
     if "" in models:
-        return Experts(models[""])
+        return Experts(models[""], prediction=bundle.preset.prediction)
     high = models["high"] if "high" in models else bundle.transformer.to(device)
     low = models["low"] if "low" in models else bundle.transformer_2.to(device)
     return Experts(high, low, bundle.boundary)

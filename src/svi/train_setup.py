@@ -66,6 +66,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
                        f"{d.episode_frames} (data.episode_frames)")  # fmt: skip
     if config.dit is not None:
         _check_dit(config, preset)
+    if config.prediction is not None and (config.init is not None or preset.family != "world"):
+        raise SviError("prediction (what the DiT outputs) is chosen when a world model is "
+                       "trained from scratch; a fine-tune keeps its model's")  # fmt: skip
     if config.erft is not None:
         _check_replay_memory(config.erft, preset.codec, h, w, f)
     _check_expert(config, preset)
@@ -83,8 +86,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 def world_preset(config: TrainConfig) -> ModelPreset:
     """The preset of a resolved run with its ``dit`` sizes over the preset's DiT config
-    (what base training builds, exports and checkpoints)."""
+    and its ``prediction`` (what base training builds, exports and checkpoints)."""
     preset = get_preset(config.preset or "world-tiny")
+    if config.prediction is not None:
+        preset = replace(preset, prediction=config.prediction)
     if not config.dit:
         return preset
     dit = {k: tuple(v) if k == "patch_size" else v for k, v in config.dit.items()}

@@ -55,7 +55,8 @@ class ModelBundle:
 
     @property
     def experts(self) -> Experts:
-        return Experts(self.transformer, self.transformer_2, self.boundary)
+        return Experts(self.transformer, self.transformer_2, self.boundary,
+                       prediction=self.preset.prediction)  # fmt: skip
 
     def experts_for(self, first_frame: torch.Tensor) -> Experts:
         """The DiT call for one clip; with a CLIP path, image tokens of ``first_frame``
@@ -64,7 +65,8 @@ class ModelBundle:
             return self.experts
         with torch.no_grad():
             states = self.image_encoder(first_frame)
-        return Experts(self.transformer, self.transformer_2, self.boundary, states)
+        return Experts(self.transformer, self.transformer_2, self.boundary, states,
+                       prediction=self.preset.prediction)  # fmt: skip
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:

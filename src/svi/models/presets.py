@@ -15,6 +15,8 @@ from svi.errors import SviError
 
 MaskMode = Literal["first", "motion"]
 Padding = Literal["anchor", "zeros", "last"]
+Prediction = Literal["velocity", "x0-residual"]
+PREDICTIONS = ("velocity", "x0-residual")
 
 # Fields that older versions wrote into svi_model.json and nothing reads (the LoRA rank
 # and alpha of a training run live in TrainConfig); stored presets may still carry them.
@@ -43,6 +45,10 @@ class ModelPreset:
     negative_prompt: str = ""
     transformer: dict[str, Any] = field(default_factory=dict)  # world DiT config
     wan_variant: str | None = None  # real Wan: layout expected in the folder
+    # what the DiT's output means: "velocity" (Wan, flow matching) or, world models only,
+    # "x0-residual": the clean clip minus y's conditioning video (0 = copy the given
+    # frames into the padding); the sampler and training get the velocity it implies
+    prediction: Prediction = "velocity"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -134,6 +134,7 @@ def run_arm(name: str, arm: dict, base_cost: float, base_steps: int, results: di
     if not (final / "svi_model.json").exists():
         train(config, out, resume=(out / "config.json").exists(), progress=False)
     minutes = _minutes_at(out)
+    steps = json.loads((out / "config.json").read_text(encoding="utf-8"))["steps"]  # as run
     results[name] = {
         "set": arm.get("set", {}),
         "about": arm.get("about", ""),

@@ -10,29 +10,42 @@ imports: ``sys.exit(svi.cli.main(ARGS))`` (an uncaught exception prints its trac
 and exits 1, as the interpreter does).
 
 Protocol (JSON lines on stdin/stdout): ``{"op": "start", "argv", "cwd", "stdout",
-"stderr"}`` -> ``{"pid"}``; ``{"op": "wait", "pid", "timeout"}`` -> ``{"code"}`` (the
-exit code, ``-N`` for death by signal N, ``null`` if still running at the timeout).
+"stderr", "env", "ulimit_v"}`` -> ``{"pid"}`` (``env``: variables set in the child;
+``ulimit_v``: its address-space limit in KiB, as the shell's ``ulimit -v``); ``{"op": "wait",
+"pid", "timeout"}`` -> ``{"code"}`` (the exit code, ``-N`` for death by signal N,
+``null`` if still running at the timeout).
 
 :class:`CliServer` is the test-side handle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-PRELOAD = ("svi.cli", "svi.session", "svi.train", "svi.plan", "svi.bench.first_clip")
+# what the commands import; typer._adapters: typer imports it (and pydantic, ~0.1 s) on
+# every command run
+PRELOAD = ("svi.cli", "svi.session", "svi.train", "svi.plan", "svi.bench.first_clip",
+           "svi.bench.drift", "svi.bench.report", "svi.prompt_stream", "svi.ui.app",
+           "typer._adapters")  # fmt: skip
 
 
 def _child(request: dict) -> None:
     code = 1
     try:
         os.chdir(request["cwd"])
+        os.environ.update(request.get("env") or {})
+        if request.get("ulimit_v"):
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            resource.setrlimit(resource.RLIMIT_AS, (request["ulimit_v"] * 1024, hard))
         write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], write),
                                 (2, request["stderr"], write)):  # fmt: skip
@@ -73,7 +86,9 @@ def serve() -> None:
     import importlib
 
     for name in PRELOAD:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # typer's private module may move: slower
+            importlib.import_module(name)
+    gc.freeze()  # a child's garbage collections leave the imported objects' pages shared
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -156,11 +171,18 @@ class CliServer:
         self._proc.stdin.flush()
         return json.loads(self._read())
 
-    def start(self, argv: list[str], cwd: Path) -> Run:
+    def start(
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        ulimit_v: int | None = None,
+    ) -> Run:
         n = len(self._runs) + 1
         out, err = self.logs / f"{n}.out", self.logs / f"{n}.err"
         reply = self.request({"op": "start", "argv": [str(a) for a in argv], "cwd": str(cwd),
-                              "stdout": str(out), "stderr": str(err)})  # fmt: skip
+                              "stdout": str(out), "stderr": str(err), "env": env or {},
+                              "ulimit_v": ulimit_v})  # fmt: skip
         self._runs.append(Run(self, reply["pid"], out, err))
         return self._runs[-1]
 

@@ -104,9 +104,10 @@ def _record_dit(modules: dict[str, torch.nn.Module], log: list) -> list:
 def _run_both(folder: Path, steps: int, cfg: float, seed: int, monkeypatch) -> dict:
     """One first clip from svi and from diffusers; frames, latents and DiT calls of both."""
     pipe = SVIPipeline.from_pretrained(folder, height=SIZE, width=SIZE, num_frames=FRAMES)
-    config = GenerationConfig(
-        clips=1, motion_frames=1, padding="zeros", steps=steps, cfg=cfg, seed=seed
-    )
+    config = GenerationConfig(  # CLIP input as the diffusers pipeline prepares it
+        clips=1, motion_frames=1, padding="zeros", steps=steps, cfg=cfg, seed=seed,
+        clip_preprocess="diffusers",
+    )  # fmt: skip
     plan = pipe.plan(config, [PROMPT])
     image = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     b = pipe.bundle

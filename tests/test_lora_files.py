@@ -83,9 +83,9 @@ def test_wrapped_keys_merge_like_bare_keys(wrapper: str) -> None:
 
 def test_lightning_key_parses_to_the_diffusers_module() -> None:
     key = "_forward_module.pipe.dit.blocks.0.self_attn.q.lora_A.default.weight"
-    assert parse_lora_key(key) == ("blocks.0.attn1.to_q", "A", "svi", "default")
+    assert parse_lora_key(key) == ("blocks.0.attn1.to_q", "A", "svi", "default", None)
     musubi = "module.lora_unet_blocks_1_ffn_2.lora_up.weight"
-    assert parse_lora_key(musubi) == ("blocks.1.ffn.net.2", "B", "musubi", None)
+    assert parse_lora_key(musubi) == ("blocks.1.ffn.net.2", "B", "musubi", None, None)
 
 
 # ----------------------------------------------------------------- folders of shards

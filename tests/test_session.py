@@ -295,3 +295,109 @@ def test_a_full_disk_names_the_output_and_resume_continues(
     manifest = run_generate(_request(model, out, clips=4, seed=2, resume=True))
     assert manifest["status"] == "complete"
     assert np.array_equal(read_video(out), read_video(ref))
+
+
+def test_a_manifest_from_before_a_plan_field_existed_still_resumes(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fields added to the plan later (few_step, clip_preprocess) are compared with what
+    the code did before them, so an older interrupted run resumes."""
+    ref = tmp_path / "ref.mp4"
+    run_generate(_request(model, ref, clips=4, seed=1))
+    out = tmp_path / "out.mp4"
+    with monkeypatch.context() as m:
+        _crash_after(m, 2)
+        with pytest.raises(RuntimeError, match="simulated"):
+            run_generate(_request(model, out, clips=4, seed=1))
+    path = manifest_path(out)
+    manifest = json.loads(path.read_text())
+    assert manifest["inputs"]["plan"]["clip_preprocess"] is None  # no CLIP on this model
+    for field in ("few_step", "clip_preprocess"):
+        del manifest["inputs"]["plan"][field]
+    path.write_text(json.dumps(manifest))
+    assert run_generate(_request(model, out, clips=4, seed=1, resume=True))["status"] == "complete"
+    assert np.array_equal(read_video(out), read_video(ref))
+
+
+def _interrupted_after(model: Path, out: Path, finished: int, **kw) -> dict:
+    """A run stopped (as by Ctrl-C) after ``finished`` clips; its manifest."""
+    from svi.interrupts import Interrupted
+    from svi.session import Hooks
+
+    done: list = []
+    hooks = Hooks(on_clip=lambda record, clip: done.append(clip),
+                  should_stop=lambda: len(done) >= finished)  # fmt: skip
+    with pytest.raises(Interrupted):
+        run_generate(_request(model, out, **kw), hooks)
+    return json.loads(manifest_path(out).read_text())
+
+
+def test_resume_after_an_interrupt_counts_clips_without_the_tail(
+    model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """An interrupted video ends in the last clip's tail (6 clips: 6 x 3 + 2 = 20 frames,
+    7 writes): resuming cuts the tail and speaks of 6 clips and 18 frames (issue 28: it
+    said "20 frames (7 clips)"), and the ordinary cut is no warning."""
+    import logging
+
+    out = tmp_path / "o.mp4"
+    manifest = _interrupted_after(model, out, 6, clips=8, seed=1)
+    assert (manifest["status"], len(manifest["clips"])) == ("interrupted", 6)
+    assert (manifest["frames_written"], manifest["tail_frames"]) == (20, 2)
+    monkeypatch.setattr(logging.getLogger("svi"), "propagate", True)  # main() may unset it
+    caplog.set_level(logging.INFO, logger="svi")
+    assert run_generate(_request(model, out, clips=8, seed=1, resume=True))["status"] == "complete"
+    said = caplog.text
+    assert f"resuming {out} after its 6 finished clips (18 frames)" in said
+    assert "after 18 frames (6 clips)" in said and "(7 clips)" not in said
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(read_video(out)) == 8 * 3 + 2
+
+
+def _files(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda m: m["inputs"]["plan"].update(steps=3), "inputs.plan.steps is 3, the run it "
+         "records used 2"),
+        (lambda m: m["clips"][1].update(seed=7), "clips[1].seed is 7"),
+        (lambda m: m["clips"][0]["tries"][0].update(seed=99), "clips[0].tries"),
+        (lambda m: [t.update(kept=True) for t in m["clips"][1]["tries"]], "clips[1].tries"),
+        (lambda m: m.update(frames_written=11), "frames_written is 11, the run it records used 8"),
+        (lambda m: m.pop("tail_frames"), "frames_written is 8, the run it records used 6"),
+    ],
+    ids=["plan-steps", "clip-seed", "try-seed", "two-kept-tries", "frames", "tail-removed"],
+)  # fmt: skip
+def test_a_manifest_edited_by_hand_is_refused_and_left_as_it_was(
+    model: Path, tmp_path: Path, edit, named: str
+) -> None:
+    """A manifest is evidence, not input (issue 28): the resumed request's plan is compared
+    with the recorded one field by field, each finished clip's seed (with re-roll: its
+    tries) with the plan's; an edit is refused by name and nothing on disk changes. The
+    same run untouched resumes into the uninterrupted video."""
+    args = {"clips": 4, "seed": 5, "reroll": 0.001, "max_rerolls": 1}  # every clip re-rolled
+    ref = tmp_path / "ref" / "o.mp4"
+    ref.parent.mkdir()
+    run_generate(_request(model, ref, **args))
+    out = tmp_path / "run" / "o.mp4"
+    out.parent.mkdir()
+    manifest = _interrupted_after(model, out, 2, **args)
+    assert [len(c["tries"]) for c in manifest["clips"]] == [2, 2]
+    untouched = manifest_path(out).read_text()
+    edit(manifest)
+    manifest_path(out).write_text(json.dumps(manifest, indent=1))
+    before = _files(out.parent)
+    import re
+
+    with pytest.raises(SviError, match=f"was edited: {re.escape(named)}"):
+        run_generate(_request(model, out, **args, resume=True))
+    assert _files(out.parent) == before  # the manifest is never rewritten by the refusal
+    manifest_path(out).write_text(untouched)
+    assert run_generate(_request(model, out, **args, resume=True))["status"] == "complete"
+    assert np.array_equal(read_video(out), read_video(ref))

@@ -135,3 +135,22 @@ def test_umt5_cache_and_cleaning(umt5_dirs):
 def test_umt5_missing_folder(tmp_path, umt5_dirs):
     with pytest.raises(SviError, match="does not exist"):
         UMT5TextEncoder.from_folder(tmp_path / "nope", umt5_dirs[1])
+
+
+def test_a_truncated_prompt_warns_once(umt5_dirs, caplog):
+    """A prompt longer than max_length gives ONE visible warning line, whatever the cache."""
+    import logging
+
+    enc = UMT5TextEncoder.from_folder(*umt5_dirs, max_length=8, cache_size=0)
+    long = "a red disc bounces over the blue square and the green circle"  # 12 words + </s>
+    with caplog.at_level(logging.WARNING, logger="svi.models.text"):
+        for _ in range(3):
+            enc.encode([long])  # uncached: tokenised again every time
+        enc.encode(["a red disc"])  # fits: no warning
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].name == "svi.models.text"
+    message = warnings[0].getMessage()
+    assert "13 tokens" in message and "8" in message and "\n" not in message
+    with caplog.at_level(logging.WARNING, logger="svi.models.text"):
+        enc.encode([long + " and the triangle"])  # another prompt: its own warning
+    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2

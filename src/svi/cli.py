@@ -73,12 +73,36 @@ def _root(
 
 
 @app.command()
-def info() -> None:
-    """Versions, presets, threads and devices."""
+def info(
+    memory: bool = typer.Option(
+        False, "--memory", help="Predicted peak GPU memory of a Wan model (docs/memory.md)."
+    ),
+    model: str | None = typer.Option(
+        None, help="--memory: a Wan folder or wan2.1-i2v-14b-480p | -720p | wan2.2-i2v-a14b."
+    ),
+    offload: str | None = typer.Option(None, help="--memory: one offload mode (default: all)."),
+    weights_dtype: str | None = typer.Option(None, help="--memory: bf16 (default) | fp8."),
+    vae_tiling: bool | None = typer.Option(None, "--vae-tiling/--no-vae-tiling"),
+    height: int | None = typer.Option(None, help="--memory: clip height (default: preset)."),
+    width: int | None = typer.Option(None, help="--memory: clip width (default: preset)."),
+    frames: int | None = typer.Option(None, help="--memory: frames per clip, 4k+1 (81)."),
+    cfg: float | None = typer.Option(None, help="--memory: guidance (1: no CFG batch)."),
+) -> None:
+    """Versions, presets, threads and devices; with --memory, a model's predicted memory."""
     import torch
 
     from svi import __version__
 
+    if memory:
+        from svi.memory import report
+        from svi.models.offload import OFFLOAD_MODES
+
+        if model is None:
+            raise SviError("--memory needs --model (a Wan folder or a Wan preset name)")
+        modes = (offload,) if offload else OFFLOAD_MODES
+        typer.echo(report(model, modes, weights_dtype, vae_tiling, height=height, width=width,
+                          frames=frames, cfg=cfg))  # fmt: skip
+        return
     rows = [("svi", __version__), ("python", sys.version.split()[0]), ("torch", torch.__version__)]
     for name in ("diffusers", "peft", "accelerate", "transformers", "av", "numpy"):
         try:
@@ -150,11 +174,24 @@ def train(
     config = with_overrides(config, settings, erft=erft, preset=preset, height=height,
                             width=width, num_frames=num_frames, lora_rank=lora_rank, expert=expert,
                             steps=steps, batch_size=batch_size, seed=seed)  # fmt: skip
+    _check_train_limits(config)
     final = run_training(config, out, resume=resume, progress=progress)
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # one line, not one per process
         typer.echo(f"model written to {final}")
+
+
+# Upper bounds of training counts (recipe or flag), checked before the run folder exists:
+# past them a value is a typo, does not fit torch's generator, or cannot fit in memory.
+TRAIN_LIMITS = {"seed": 2**63 - 1, "steps": 10**9, "batch_size": 4096, "lora_rank": 4096}
+
+
+def _check_train_limits(config) -> None:
+    for name, high in TRAIN_LIMITS.items():
+        value = getattr(config, name)
+        if value is not None and value > high:
+            raise SviError(f"{name} must be at most {high}, got {value}")
 
 
 @app.command()
@@ -203,6 +240,16 @@ def generate(
     ),
     steps: int | None = typer.Option(None, help="Sampler steps per clip."),
     cfg: float | None = typer.Option(None, help="Text guidance scale."),
+    few_step: str | None = typer.Option(
+        None,
+        help="Steps, CFG and shift of a distillation LoRA given with --lora: lightx2v-4step "
+        "(4 steps, CFG 1, shift 5; docs/variants.md). --steps / --cfg override.",
+    ),
+    clip_preprocess: str | None = typer.Option(
+        None,
+        help="Wan 2.1 CLIP input: official (default: whole frame to 224x224, bicubic, as "
+        "the authors) | diffusers (the pipeline's processor: centre crop).",
+    ),
     height: int | None = typer.Option(None, help="Clip height (Wan models; default preset)."),
     width: int | None = typer.Option(None, help="Clip width (Wan models; default preset)."),
     num_frames: int | None = typer.Option(None, help="Frames per clip, 4k+1 (Wan models)."),
@@ -240,6 +287,22 @@ def generate(
         help="SVI-Dance: driving pose video, one pose frame per frame; "
         "fitted to the clip size. Embedded model: the shipped dance adapter unless --lora.",
     ),
+    offload: str | None = typer.Option(
+        None,
+        help="Memory mode: none (default) | model (one component on the GPU at a time) | "
+        "group (one DiT block at a time) | sequential (one layer at a time); same frames "
+        "(docs/memory.md, svi info --memory).",
+    ),
+    weights_dtype: str | None = typer.Option(
+        None,
+        help="DiT weights: bf16 | fp8 (stored in fp8, computed in bf16; frames differ "
+        "slightly). Default: bf16 on a GPU, float32 on CPU.",
+    ),
+    vae_tiling: bool | None = typer.Option(
+        None,
+        "--vae-tiling/--no-vae-tiling",
+        help="Decode in 256-px tiles (less memory; frames differ slightly at larger sizes).",
+    ),
     clips_dir: Path | None = typer.Option(None, help="Also write every clip as its own mp4."),
     lossless: bool = typer.Option(False, help="Lossless video (crf 0, yuv444p): exact frames."),
     resume: bool = typer.Option(False, help="Continue an interrupted run of the same command."),
@@ -253,7 +316,7 @@ def generate(
 
     setting_names = ("variant", "motion_frames", "padding", "handoff", "overlap", "steps", "cfg",
                      "seed", "seed_stride", "negative_prompt", "first_prompt_only",
-                     "reroll", "max_rerolls")  # fmt: skip
+                     "reroll", "max_rerolls", "few_step", "clip_preprocess")  # fmt: skip
     settings = {k: args.pop(k) for k in setting_names}
     config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     manifest = run_generate(GenerateRequest(**args, config=config))
@@ -323,8 +386,10 @@ def bench_first_clip(
     from svi.models.bundle import load_bundle
     from svi.world import split_seeds
 
-    if scenes < 1:
-        raise SviError(f"--scenes must be >= 1, got {scenes}")
+    _bench_split(split)
+    _bench_counts(scenes=scenes)
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise SviError(f"--out {out}: not a file in an existing folder")
     report = evaluate_first_clip(load_bundle(model), split_seeds(split, scenes), kind=kind,
                                  steps=steps, shift=shift, cfg=cfg).to_dict()  # fmt: skip
     text = json.dumps(report, indent=1)
@@ -346,6 +411,11 @@ def bench_curve(
 
     from svi.bench.curves import learning_curve, plot_curve
 
+    _bench_counts(scenes=scenes)
+    if steps is not None and steps < 1:
+        raise SviError(f"--steps must be >= 1, got {steps}")
+    if not (run / "log.jsonl").is_file():
+        raise SviError(f"--run {run} is not a training run folder (no log.jsonl)")
     rows = learning_curve(run, scenes=scenes, steps=steps, use_ema=not raw)
     out.with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
@@ -392,12 +462,10 @@ def bench_drift(
     )
     from svi.world import split_seeds
 
-    if split not in ("val", "test"):
-        raise SviError(f"--split must be 'val' (tuning) or 'test' (published), got {split!r}")
+    _bench_split(split)
     if kind not in ("consistent", "creative"):
         raise SviError(f"--kind must be consistent or creative, got {kind!r}")
-    if scenes < 1 or clips < 1 or jobs < 1 or batch < 1:
-        raise SviError("--scenes, --clips, --jobs and --batch must be >= 1")
+    _bench_counts(scenes=scenes, clips=clips, jobs=jobs, batch=batch)
     entries = load_contenders(contenders) if contenders else []
     if not contenders and base:
         entries.append(Contender("base"))
@@ -410,6 +478,9 @@ def bench_drift(
         entries = [c for c in entries if c.name in wanted]
     if not entries:
         raise SviError("no contenders: give --contenders, --lora or --base")
+    if focus is not None and focus not in {c.group for c in entries}:
+        raise SviError(f"--focus {focus!r} is no contender group; groups: "
+                       + ", ".join(sorted({c.group for c in entries})))  # fmt: skip
     out = out or Path("svi-bench") / f"drift-{split}-{kind}"
     config = benchmark_config(padding)
     run = run_drift(model, entries, split_seeds(split, scenes), clips, kind=kind, split=split,
@@ -437,10 +508,15 @@ def bench_errors(
 
     from svi.bench.errors import bank_table, markdown, plot, rollout_table
     from svi.pipeline import GenerationConfig, SVIPipeline
+    from svi.plan import PADDINGS
     from svi.world import split_seeds
 
-    if scenes < 1 or clips < 1:
-        raise SviError("--scenes and --clips must be >= 1")
+    _bench_split(split)
+    if kind not in ("consistent", "creative"):
+        raise SviError(f"--kind must be consistent or creative, got {kind!r}")
+    if padding is not None and padding not in PADDINGS:
+        raise SviError(f"unknown padding {padding!r}; use one of {', '.join(PADDINGS)}")
+    _bench_counts(scenes=scenes, clips=clips)
     bank = bank_table(checkpoint)
     pipe = SVIPipeline.from_pretrained(model)
     if lora is not None:
@@ -512,6 +588,7 @@ def bench_reproduce(
     differs)."""
     from svi.bench.reproduce import markdown, reproduce
 
+    _bench_counts(jobs=jobs)  # --scenes and --clips: checked against the result's
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     checks = reproduce(result, scenes=scenes, clips=clips, only=names, model=model, jobs=jobs,
                        progress=progress)  # fmt: skip
@@ -552,10 +629,10 @@ def bench_driven(
 
     if condition not in ("audio", "pose"):
         raise SviError(f"--condition must be audio or pose, got {condition!r}")
-    if split not in ("val", "test"):
-        raise SviError(f"--split must be 'val' (tuning) or 'test' (published), got {split!r}")
-    if scenes < 1 or clips < 1 or jobs < 1 or seed_offset < 0:
-        raise SviError("--scenes, --clips and --jobs must be >= 1, --seed-offset >= 0")
+    _bench_split(split)
+    _bench_counts(scenes=scenes, clips=clips, jobs=jobs)
+    if seed_offset < 0:
+        raise SviError(f"--seed-offset must be >= 0, got {seed_offset}")
     entries = load_contenders(contenders) if contenders else []
     entries += [parse_lora_option(item) for item in lora]
     out = out or Path("svi-bench") / f"driven-{condition}-{split}"
@@ -569,6 +646,23 @@ def bench_driven(
     report = write_report(run, config, out, command)
     typer.echo(markdown(report))
     typer.echo(f"written: {out.with_suffix('.json')}, .md, .png")
+
+
+# Upper bounds of benchmark counts: far past any published table; beyond, a typo.
+BENCH_LIMITS = {"scenes": 10_000, "clips": 10_000, "jobs": 256, "batch": 10_000}
+
+
+def _bench_counts(**counts: int) -> None:
+    """Each ``--NAME`` count within 1..its limit (:data:`BENCH_LIMITS`)."""
+    for name, value in counts.items():
+        if not 1 <= value <= BENCH_LIMITS[name]:
+            raise SviError(f"--{name} must be in 1..{BENCH_LIMITS[name]}, got {value}")
+
+
+def _bench_split(split: str) -> None:
+    """Benchmarks run on held-out scenes: val (tuning) or test (published figures)."""
+    if split not in ("val", "test"):
+        raise SviError(f"--split must be 'val' (tuning) or 'test' (published), got {split!r}")
 
 
 def _preset_names() -> list[str]:
@@ -601,12 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     from svi import threads
     from svi.interrupts import Interrupted, ignore_signals, raising
-    from svi.limits import address_space_error
+    from svi.limits import address_space_error, thread_settings_error
 
     global _THREAD_POLICY
     _THREAD_POLICY = threads.configure()  # before anything imports torch
     argv = list(sys.argv[1:] if argv is None else argv)
-    if (limit := address_space_error()) is not None:  # it would hang in an import
+    # a limit it would hang under in an import; OpenMP settings libgomp would reject
+    if (limit := address_space_error() or thread_settings_error()) is not None:
         _error(limit)
         return 2
     verbose = "--verbose" in argv or "-v" in argv

@@ -32,6 +32,7 @@ import torch
 from svi.conditioning import build_y, build_y_anchor_first, build_y_from_latents
 from svi.errors import SviError
 from svi.models.bundle import ModelBundle, load_bundle
+from svi.models.offload import MemoryMode, Placement, execution_device, place
 from svi.pixels import to_signed, to_uint8
 from svi.plan import GenerationConfig, GenerationPlan, resolve_plan
 from svi.sampling import clip_noise, sample_latents
@@ -84,18 +85,28 @@ def _warn_other_expert(path: str | Path, expert: str) -> None:
 class SVIPipeline:
     """A loaded model plus the clip loop. ``generate`` yields clips as they finish."""
 
-    def __init__(self, bundle: ModelBundle) -> None:
+    def __init__(self, bundle: ModelBundle, memory: MemoryMode | None = None) -> None:
         self.bundle = bundle
         self.loras: list[dict] = []
+        self.memory = memory or MemoryMode()  # applied at the first clip (svi.models.offload)
+        self._placement: Placement | None = None
 
     @classmethod
     def from_pretrained(
-        cls, model: str | Path | None = None, preset: str | None = None, **clip: int
+        cls,
+        model: str | Path | None = None,
+        preset: str | None = None,
+        memory: MemoryMode | None = None,
+        **clip: int,
     ) -> SVIPipeline:
         """Load by preset name, world model dir or Wan folder; ``clip`` overrides the
         preset's clip geometry and sampler defaults (``height``, ``width``,
-        ``num_frames``, ``steps``) - e.g. a 480p Wan run at 33 frames."""
-        bundle = load_bundle(model, preset)
+        ``num_frames``, ``steps``) - e.g. a 480p Wan run at 33 frames. A Wan folder's
+        weights load on the host in ``memory``'s compute dtype; ``memory`` places them
+        at the first clip, after any LoRA is merged (:mod:`svi.models.offload`)."""
+        memory = memory or MemoryMode()
+        dtype = memory.compute_dtype(execution_device())
+        bundle = load_bundle(model, preset, device="cpu", dtype=dtype)
         allowed = {"height", "width", "num_frames", "steps"}
         if set(clip) - allowed:
             raise SviError(f"unknown clip settings {sorted(set(clip) - allowed)}")
@@ -104,7 +115,31 @@ class SVIPipeline:
             raise SviError("the world model's clip size is fixed by its training")
         bundle.preset = replace(bundle.preset, **given)
         bundle.codec.latent_frames(bundle.preset.num_frames)  # checks the F = 4k + 1 rule
-        return cls(bundle)
+        return cls(bundle, memory)
+
+    @property
+    def device(self) -> torch.device:
+        """Where clips are computed: a real Wan model's on the accelerator when there is
+        one; the embedded world models stay on the CPU they were made for."""
+        if self._placement is not None:
+            return self._placement.device
+        return execution_device() if self.bundle.preset.family == "wan" else torch.device("cpu")
+
+    def memory_record(self) -> dict:
+        """The memory mode as the manifest records it."""
+        return self.memory.record(self.device)
+
+    def _ready(self, streams: list[list[str]], plan: GenerationPlan) -> torch.device:
+        """At the first clip: encode every prompt the run uses (and the negative prompt)
+        with the text encoder, release it, then place the other weights by the memory
+        mode. Returns the device clips run on."""
+        if self._placement is None:
+            used = [s[:1] if plan.first_prompt_only else s for s in streams]
+            texts = list(dict.fromkeys([*(p for s in used for p in s), plan.negative_prompt]))
+            encode = self.bundle.text_encoder.encode
+            self._placement = place(self.bundle, self.memory, self.device,
+                                    encode=lambda: encode(texts))  # fmt: skip
+        return self._placement.device
 
     def expert_dit(self, expert: str) -> torch.nn.Module:
         """The DiT of ``expert``: ``"high"`` = the high-noise expert of Wan 2.2 A14B (the
@@ -129,6 +164,11 @@ class SVIPipeline:
         if not Path(path).exists():  # a short name of a LoRA shipped with the model
             path = self.bundle.bundled_lora(str(path)) or path
         dit = self.expert_dit(expert)  # a missing expert fails before anything is merged
+        hooked = self.memory.offload != "none" or self.memory.weights_dtype == "fp8"
+        if self._placement is not None and hooked:
+            raise SviError(f"LoRA {path}: with --offload {self.memory.offload} / --weights-dtype "
+                           f"{self.memory.weights_dtype} LoRAs merge before the first clip; "
+                           "load them first")  # fmt: skip
         _warn_other_expert(path, expert)
         digest = lora_fingerprint(path)
         for other in self.loras:  # the same file twice would merge at the summed strength
@@ -166,7 +206,8 @@ class SVIPipeline:
         return resolve_plan(config, b.preset, temporal_factor=b.codec.temporal_factor,
                             grid=b.codec.spatial_factor * int(patch[-1]),
                             multi_prompt=len(set(prompts)) > 1 and not config.first_prompt_only,
-                            lora_padding=self.lora_padding(), fps=fps)  # fmt: skip
+                            lora_padding=self.lora_padding(), fps=fps,
+                            image_tokens=b.image_encoder is not None)  # fmt: skip
 
     def prompt_for(self, prompts: list[str], k: int, plan: GenerationPlan) -> str:
         """Prompt k of the stream (each used ``prompt_repeat`` times); the last one holds
@@ -197,6 +238,7 @@ class SVIPipeline:
             raise SviError("at least one prompt is needed")
         plan = config if isinstance(config, GenerationPlan) else self.plan(config, prompts)
         b, m = self.bundle, plan.motion_frames
+        device = self._ready([prompts], plan)
         anchor = to_signed(start[0])[None]  # (1, 3, H, W)
         carry = carry or Carry(frames=start[-plan.num_frames + 1 :])
         k = first_clip
@@ -208,7 +250,7 @@ class SVIPipeline:
                 experts = replace(experts, drive=drive.clip(k, plan.num_frames, m))
 
             def sample(seed: int, k: int = k, experts=experts, y=y, text=text, neg=neg):
-                noise = clip_noise((1, *b.latent_shape), seed)
+                noise = clip_noise((1, *b.latent_shape), seed, device)
                 latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
                                          shift=plan.shift, cfg=plan.cfg,
                                          cond_cfg=drive.guidance if drive else 1.0,
@@ -249,6 +291,7 @@ class SVIPipeline:
         if any(not p for p in prompts):
             raise SviError("at least one prompt is needed for every video")
         b = self.bundle
+        device = self._ready(prompts, plan)
         anchors = [to_signed(s[0])[None] for s in starts]  # (1, 3, H, W) each
         carries = list(carries or [Carry(frames=s[-plan.num_frames + 1 :]) for s in starts])
         for k in range(first_clip, plan.clips):
@@ -256,7 +299,7 @@ class SVIPipeline:
             texts = [self.prompt_for(p, k, plan) for p in prompts]
             y, text, neg, experts = self._clip_inputs(carries, anchors, texts, plan)
             clip_seeds = [replace(plan, seed=s).clip_seed(k) for s in seeds]
-            noise = torch.cat([clip_noise((1, *b.latent_shape), s) for s in clip_seeds])
+            noise = torch.cat([clip_noise((1, *b.latent_shape), s, device) for s in clip_seeds])
             latents = sample_latents(experts, noise, y, text, neg, steps=plan.steps,
                                      shift=plan.shift, cfg=plan.cfg)  # fmt: skip
             frames = to_uint8(_decode_finite(b.codec, latents, k))  # (B, F, H, W, 3)
@@ -275,14 +318,17 @@ class SVIPipeline:
     def _clip_inputs(self, carries: list[Carry], anchors: list[torch.Tensor],
                      prompts: list[str], plan: GenerationPlan):  # fmt: skip
         """y (B, ...), text and negative text states and the DiT call of one clip of each
-        video (CLIP image tokens of its first carried frame on Wan 2.1)."""
-        b = self.bundle
-        text = b.text_encoder.encode(prompts)
-        neg = b.text_encoder.encode([plan.negative_prompt] * len(prompts))
+        video (CLIP image tokens of its first carried frame on Wan 2.1), on the device
+        clips run on."""
+        b, device = self.bundle, self.device
+        text = b.text_encoder.encode(prompts).to(device)
+        neg = b.text_encoder.encode([plan.negative_prompt] * len(prompts)).to(device)
+        if self._placement is not None:  # a prompt met after the first clip was encoded now
+            self._placement.release_text()
         y = torch.cat([self._conditioning(c, a, plan) for c, a in zip(carries, anchors,
                                                                        strict=True)])  # fmt: skip
         first_motion = torch.cat([to_signed(c.frames[0])[None] for c in carries])
-        return y, text, neg, b.experts_for(first_motion)
+        return y.to(device), text, neg, b.experts_for(first_motion, plan.clip_preprocess)
 
     def _anchor_latent(self, anchor: torch.Tensor) -> torch.Tensor:
         """The anchor's latent, encoded once per generation (latent hand-off)."""
@@ -295,13 +341,15 @@ class SVIPipeline:
     def _conditioning(self, carry: Carry, anchor: torch.Tensor, plan: GenerationPlan):
         """y for the next clip: from the carried pixels (or start frames) or latents."""
         b, padding = self.bundle, plan.padding
+        # carried latents restored by a resume come from the host
+        latents = None if carry.latents is None else carry.latents.to(self.device)
         if padding == "anchor-first":  # SVI 2.0 Pro: [anchor, carried latents, zeros]
-            return build_y_anchor_first(self._anchor_latent(anchor), carry.latents,
+            return build_y_anchor_first(self._anchor_latent(anchor), latents,
                                         b.latent_shape[1], b.codec.temporal_factor)  # fmt: skip
-        if carry.latents is not None and plan.handoff == "latent":
+        if latents is not None and plan.handoff == "latent":
             lat_f = b.latent_shape[1]
             anchor_lat = self._anchor_latent(anchor) if padding == "anchor" else None
-            return build_y_from_latents(carry.latents, lat_f, b.codec.temporal_factor,
+            return build_y_from_latents(latents, lat_f, b.codec.temporal_factor,
                                         padding=padding, mask=plan.mask,
                                         anchor_latent=anchor_lat)  # fmt: skip
         motion = to_signed(carry.frames).movedim(0, 1)[None]  # (1, 3, M, H, W)

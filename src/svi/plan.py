@@ -36,6 +36,7 @@ SEED_STRIDE = 42  # clip k uses seed + k * stride (42: every released SVI script
 MAX_SEED = 2**63 - 1
 MAX_SECONDS = 1e7  # ~4 months of video: a length beyond is a typo, not a request
 MAX_FRAMES = 10**9
+MAX_CLIPS = MAX_FRAMES  # a clip adds at least one frame; every clip's seed fits
 MAX_SEED_STRIDE = 2**32
 
 
@@ -60,6 +61,8 @@ class GenerationConfig:
     overlap: int | None = None
     reroll: float | None = None  # regenerate a clip whose seam / colour score exceeds this
     max_rerolls: int | None = None  # ... at most this many times (default 3)
+    few_step: str | None = None  # a distillation LoRA's sampler numbers (svi.fewstep)
+    clip_preprocess: str | None = None  # Wan 2.1 CLIP input: official | diffusers
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +98,8 @@ class GenerationPlan:
     prompt_repeat: int
     reroll: float | None = None  # svi.reroll: score threshold (None: every clip kept)
     max_rerolls: int = 0
+    few_step: str | None = None  # the few-step setting behind steps / cfg / shift
+    clip_preprocess: str | None = None  # svi.models.clip: official | diffusers (CLIP models)
 
     def clip_seed(self, k: int) -> int:
         return self.seed + k * self.seed_stride
@@ -137,13 +142,19 @@ def carried_pixels(handoff: str, motion_frames: int, temporal_factor: int) -> in
 
 
 def _settings(config: GenerationConfig, preset) -> dict:
-    """The user's settings over the variant's (structural ones always; sampler, negative
-    prompt and fps on real Wan models only) - None where neither says."""
+    """The user's settings over the few-step setting's (steps, CFG, shift), over the
+    variant's (structural ones always; sampler, negative prompt and fps on real Wan
+    models only) - None where none says."""
+    from svi.fewstep import get_few_step
     from svi.variants import get_variant
 
     given = {k: v for k, v in asdict(config).items() if v is not None}
+    few = {}
+    if config.few_step is not None:
+        f = get_few_step(config.few_step)
+        few = {"steps": f.steps, "cfg": f.cfg, "shift": f.shift}
     if config.variant is None:
-        return given
+        return {**few, **given}
     v = get_variant(config.variant, preset)
     defaults = {
         "motion_frames": v.motion_frames,
@@ -159,7 +170,7 @@ def _settings(config: GenerationConfig, preset) -> dict:
         defaults.update(
             steps=v.steps, shift=v.shift, cfg=v.cfg, fps=v.fps, negative_prompt=v.negative_prompt
         )
-    return {**defaults, **given, "variant": v.name}
+    return {**defaults, **few, **given, "variant": v.name}
 
 
 def resolve_plan(
@@ -171,15 +182,23 @@ def resolve_plan(
     multi_prompt: bool,
     lora_padding: str | None = None,
     fps: int | None = None,
+    image_tokens: bool = False,
 ) -> GenerationPlan:
     """The plan of ``config`` on a model with ``preset`` (see the module doc).
 
     ``grid`` is the pixel size of one DiT token (codec spatial factor x patch): clip
     sides must be multiples of it. ``multi_prompt`` picks the preset's M for prompt
-    streams. Each setting: the config's, else its variant's (:mod:`svi.variants`), else
-    - for the padding - the one the LoRA was trained with, else the preset's.
+    streams. Each setting: the config's, else - for steps, CFG and shift - its few-step
+    setting's (:mod:`svi.fewstep`), else its variant's (:mod:`svi.variants`), else - for
+    the padding - the one the LoRA was trained with, else the preset's.
     """
+    from svi.models.clip import CLIP_PREPROCESSES
+
     s = _settings(config, preset)
+    clip_preprocess = s.get("clip_preprocess", CLIP_PREPROCESSES[0])
+    if clip_preprocess is not None and clip_preprocess not in CLIP_PREPROCESSES:
+        raise SviError(f"unknown CLIP preprocessing {clip_preprocess!r}; use "
+                       + " or ".join(CLIP_PREPROCESSES))  # fmt: skip
     handoff = s.get("handoff", "pixel")
     if handoff not in HANDOFFS:
         raise SviError(f"unknown hand-off {handoff!r}; use 'pixel' or 'latent'")
@@ -224,7 +243,7 @@ def resolve_plan(
         raise SviError("--overlap applies to head stitching (--variant 2.0-pro, 2.0 on A14B)")
     overlap = s.get("overlap") or carried
     head, tail = (_int("--overlap", overlap, 0, f - 1), 0) if stitch == "head" else (0, carried)
-    clips = _int("--clips", config.clips, 0)
+    clips = _int("--clips", config.clips, 0, MAX_CLIPS)
     new = f - head - tail
     return GenerationPlan(
         height=preset.height, width=preset.width, num_frames=f, latent_frames=latent_frames,
@@ -241,7 +260,8 @@ def resolve_plan(
         negative_prompt=str(s.get("negative_prompt", preset.negative_prompt)),
         first_prompt_only=first_only, variant=s.get("variant"),
         prompt_repeat=_int("prompt repeat", s.get("prompt_repeat", 1), 1),
-        **_reroll(config),
+        **_reroll(config), few_step=s.get("few_step"),
+        clip_preprocess=clip_preprocess if image_tokens else None,  # only where CLIP runs
     )  # fmt: skip
 
 
@@ -282,7 +302,7 @@ def clips_for_length(
     if forever:
         return 0
     if clips is not None:
-        return _int("--clips", clips, 0)
+        return _int("--clips", clips, 0, MAX_CLIPS)
     if seconds is None and frames is None:
         if default_clips is not None:
             return default_clips
@@ -293,7 +313,8 @@ def clips_for_length(
     if seconds is not None:
         seconds = _float("--seconds", seconds, 0.0, MAX_SECONDS, open_low=True)
         frames = math.ceil(seconds * fps)
-    frames = _int("--frames", frames, 1, MAX_FRAMES)
+    frames = _int("--frames" if seconds is None else "the length in frames (--seconds x fps)",
+                  frames, 1, MAX_FRAMES)  # fmt: skip
     if frames < num_frames:  # said, not silently rounded up
         log.warning("%s is shorter than one clip: writing one clip of %d frames (%.2f s)",
                     asked, num_frames, num_frames / fps)  # fmt: skip

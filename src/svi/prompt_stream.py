@@ -123,7 +123,7 @@ def _detect_prompt_format(text: str) -> str:
     if first.startswith("["):
         try:
             json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             return "python"
         return "json"
     if _ASSIGNMENT.match(first):
@@ -235,6 +235,8 @@ def _load_json(text: str, source: str) -> Any:
         raise SviError(
             f"{source}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
         ) from exc
+    except RecursionError:
+        raise SviError(f"{source}: invalid JSON: nested too deeply") from None
 
 
 def _load_yaml(text: str, source: str) -> Any:
@@ -247,13 +249,15 @@ def _load_yaml(text: str, source: str) -> Any:
         raise SviError(f"{source}{line}: invalid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise SviError(f"{source}: invalid YAML: {exc}") from exc
+    except RecursionError:
+        raise SviError(f"{source}: invalid YAML: nested too deeply") from None
 
 
 def _item_lines(text: str) -> list[int] | None:
     """1-based start line of each top-level list item (also for JSON), if YAML can tell."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     if isinstance(node, yaml.MappingNode) and len(node.value) == 1:
         node = node.value[0][1]  # {"prompts": [...]}

@@ -58,11 +58,14 @@ class Experts:
         return residual_velocity(out, x, sigma, y)
 
     def _call(self, model: torch.nn.Module, x: Tensor, sigma: Tensor, y: Tensor, text: Tensor):
-        param = next(model.parameters())
-        inp = torch.cat([x, y], dim=1).to(param.dtype)  # (B, 2C + 4, f, h, w)
+        # the compute dtype: diffusers' ModelMixin.dtype skips the modules kept in float32
+        # (a bf16 Wan's first parameter is its float32 modulation table) and reports
+        # layerwise casting's compute dtype (fp8 storage, svi.models.offload)
+        dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+        inp = torch.cat([x, y], dim=1).to(dtype)  # (B, 2C + 4, f, h, w)
         extra = {}
         if self.image_states is not None:  # one row per video, tiled for the CFG branches
-            states = self.image_states
+            states = self.image_states.to(dtype)
             reps = x.shape[0] // states.shape[0]
             extra["encoder_hidden_states_image"] = (
                 states.expand(x.shape[0], -1, -1)
@@ -71,8 +74,8 @@ class Experts:
             )
         out = model(
             hidden_states=inp,
-            timestep=sigma.to(param.dtype) * flow.NUM_TRAIN_TIMESTEPS,
-            encoder_hidden_states=text.to(param.dtype),
+            timestep=sigma.float() * flow.NUM_TRAIN_TIMESTEPS,  # as diffusers' pipelines
+            encoder_hidden_states=text.to(dtype),
             return_dict=False,
             **extra,
         )[0]
@@ -121,6 +124,14 @@ def guided_velocity(
         torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([y, y]), torch.cat([text, neg])
     )
     return flow.cfg_combine(v[:b], v[b:], cfg)
+
+
+def dit_passes(steps: int, cfg: float, cond_cfg: float = 1.0) -> int:
+    """DiT forward passes (batch rows) one clip costs: ``steps`` times the branches
+    :func:`guided_velocity` evaluates - 1 without guidance, 2 with text CFG, 3 with a
+    drive's guidance (each pass over the whole clip)."""
+    branches = 3 if cond_cfg != 1.0 else 1 if cfg == 1.0 else 2
+    return steps * branches
 
 
 def sample_latents(

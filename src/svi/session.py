@@ -4,7 +4,8 @@ Next to ``OUT.mp4`` the session keeps (written atomically after every clip):
 
 - ``OUT.svi.json``: the manifest - inputs (prompts, start image hash, model, LoRAs
   with path, expert, scale and hash, settings), per-clip prompt/seed/timing, frames
-  written, status;
+  written, status, and the memory mode (:mod:`svi.models.offload`; not an input: a
+  resume may use another, which is logged and recorded);
 - ``OUT.svi-state/after-clip-K.safetensors``: the hand-off of finished clip K
   (carried frames or latents) and its tail frames, so ``resume=True`` continues exactly.
 
@@ -183,9 +184,8 @@ def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]
     for key in sorted(set(stored) | set(inputs)):
         if key == "plan" and isinstance(stored.get(key), dict):
             old, new = stored[key], inputs[key]
-            changed += [
-                f"plan.{f}" for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)
-            ]
+            changed += [f"plan.{f}" for f in sorted(set(old) | set(new))
+                        if _recorded(old, f, new.get(f)) != new.get(f)]  # fmt: skip
         elif key == "loras" and _same_length_records(stored.get(key), inputs.get(key)):
             for i, (old, new) in enumerate(zip(stored[key], inputs[key], strict=True)):
                 changed += [f"loras[{i}].{f}" for f in sorted(set(old) | set(new))
@@ -193,6 +193,105 @@ def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]
         elif stored.get(key) != inputs.get(key):
             changed.append(key)
     return changed
+
+
+# What a run did before its plan recorded these fields (where it applied: the new value
+# is not None): Wan 2.1's CLIP input came from the diffusers processor.
+_BEFORE_FIELDS = {"clip_preprocess": "diffusers"}
+
+
+def _recorded(plan: dict[str, Any], field: str, new: Any) -> Any:
+    """A stored plan's ``field``; a manifest older than the field: what the code did then."""
+    if field in plan:
+        return plan[field]
+    return _BEFORE_FIELDS.get(field) if new is not None else None
+
+
+def _check_evidence(manifest: dict[str, Any], inputs: dict[str, Any], path: Path) -> None:
+    """A manifest is evidence of what a run did, never input: resumed, it must be what
+    this request's run writes - its inputs (the plan field by field; the key says they
+    are this request's), every finished clip's index, seed (re-rolls: its tries) and
+    prompt, the frames written. SviError naming the first field edited by hand."""
+    recorded = manifest.get("inputs")
+    current = json.loads(json.dumps(inputs, default=str))  # as the manifest stores it
+    if not isinstance(recorded, dict):
+        raise _edited(path, "inputs", recorded)
+    for name in _changed_inputs(recorded, current):
+        raise _edited(path, f"inputs.{name}", _field(recorded, name), _field(current, name))
+    plan = GenerationPlan(**current["plan"])
+    texts = current["prompt_texts"]
+    stream = [texts[i] for i in current["prompt_stream"]]
+    copied = (manifest.get("branch") or {}).get("clip", 0)  # a branch's clips: its source's
+    for k, record in enumerate(manifest["clips"]):
+        if not isinstance(record, dict) or record.get("index") != k:
+            got = record.get("index") if isinstance(record, dict) else record
+            raise _edited(path, f"clips[{k}].index", got, k)
+        if k < copied:
+            continue
+        seed = _kept_seed(record.get("tries"), plan, k)
+        if seed is None:
+            raise _edited(path, f"clips[{k}].tries", record.get("tries"))
+        if record.get("seed") != seed:
+            raise _edited(path, f"clips[{k}].seed", record.get("seed"), seed)
+        prompt = texts.index(_prompt_for(stream, k, plan))
+        if record.get("prompt_index") != prompt:
+            raise _edited(path, f"clips[{k}].prompt_index", record.get("prompt_index"), prompt)
+    # frames: the clips' (plan.written), then the last clip's tail - in a finished video,
+    # and in a stopped one as tail_frames (a crashed run has not written it)
+    n, status, tail = len(manifest["clips"]), manifest.get("status"), manifest.get("tail_frames", 0)
+    last = plan.stitch_tail if n else 0
+    if tail not in (0, last) or (tail and status != "interrupted"):
+        raise _edited(path, "tail_frames", tail, last)
+    frames = plan.written(n) + (last if status == "complete" else tail)
+    if manifest["frames_written"] != frames:
+        raise _edited(path, "frames_written", manifest["frames_written"], frames)
+
+
+def _kept_seed(tries: Any, plan: GenerationPlan, k: int) -> int | None:
+    """Clip k's seed by the plan: ``clip_seed(k)``; with re-roll, the kept one of its
+    tries, which must be ``clip_seed(k) + 0, 1, ...`` (None: a record no run writes)."""
+    first = plan.clip_seed(k)
+    if plan.reroll is None:
+        return first if tries is None else None
+    if not isinstance(tries, list) or not 1 <= len(tries) <= plan.max_rerolls + 1:
+        return None
+    if not all(isinstance(t, dict) and t.get("seed") == first + r for r, t in enumerate(tries)):
+        return None
+    kept = [t["seed"] for t in tries if t.get("kept") is True]
+    return kept[0] if len(kept) == 1 else None
+
+
+def _prompt_for(stream: list[str], k: int, plan: GenerationPlan) -> str:
+    """Clip k's prompt (as :meth:`SVIPipeline.prompt_for`)."""
+    if plan.first_prompt_only:
+        return stream[0]
+    return stream[min(k // plan.prompt_repeat, len(stream) - 1)]
+
+
+def _field(inputs: dict[str, Any], name: str) -> Any:
+    """The value of a name of :func:`_changed_inputs` (``plan.steps``, ``loras[0].scale``)."""
+    head, _, rest = name.partition(".")
+    if head.endswith("]"):
+        key, index = head[:-1].split("[")
+        record = (inputs.get(key) or [])[int(index)]
+        return record.get(rest) if isinstance(record, dict) else None
+    value = inputs.get(head)
+    return value.get(rest) if rest and isinstance(value, dict) else value
+
+
+_UNSAID = object()
+
+
+def _edited(path: Path, name: str, recorded: Any, used: Any = _UNSAID) -> SviError:
+    """The refusal of a manifest edited by hand: the field, its value and the run's."""
+    said = "not what a run writes" if used is _UNSAID else f"the run it records used {_short(used)}"
+    return SviError(f"cannot resume: {path} was edited: {name} is {_short(recorded)}, {said}; "
+                    "pass --overwrite to start over")  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _same_length_records(old: Any, new: Any) -> bool:
@@ -248,7 +347,8 @@ def generate_to_file(
     fps = plan.fps
     inputs = describe_inputs(pipe, start, prompts, plan, drive)
     video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
-    manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite)
+    manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite,
+                                                 pipe.memory_record())  # fmt: skip
     if writer is None:  # --resume of a finished run
         return manifest
     if clips_dir is not None:
@@ -372,8 +472,11 @@ def check_mp4_name(out: Path) -> None:
     raise SviError(f"output {out} must end in .mp4")
 
 
-def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
-    """Writer + manifest for a fresh run, or restored ones for ``resume``."""
+def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool,
+          memory: dict | None = None):  # fmt: skip
+    """Writer + manifest for a fresh run, or restored ones for ``resume``. ``memory``:
+    the memory mode (:mod:`svi.models.offload`), recorded beside the inputs - not one of
+    them: a resume may use another (:func:`_note_memory_change`)."""
     if not out.parent.is_dir():
         raise SviError(f"output folder {out.parent} does not exist")
     check_mp4_name(out)
@@ -387,20 +490,23 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
         resume = False
     if resume:
         manifest = _read_manifest(mpath)
-        if manifest.get("status") == "complete" and out.is_file():
-            log.warning("%s is already complete: nothing to resume", out)
-            return manifest, None, None, None, 0
         if manifest.get("key") != inputs_key(inputs):
             changed = _changed_inputs(manifest.get("inputs") or {}, inputs)
             raise SviError("--resume needs the same settings as the interrupted run; changed: "
                            + (", ".join(changed) or "unknown"))  # fmt: skip
+        _check_evidence(manifest, inputs, mpath)
+        if manifest.get("status") == "complete" and out.is_file():
+            log.warning("%s is already complete: nothing to resume", out)
+            return manifest, None, None, None, 0
         first = len(manifest["clips"])
+        _note_memory_change(manifest, memory, first)
         if first == 0:  # crashed inside the first clip: start over under the same manifest
             VideoWriter.discard_partial(out)
             return manifest, VideoWriter(out, **video), None, None, 0
         carry, tail = _load_state(state_path(out, first - 1))
         writer = _reopen(out, manifest, video)
-        log.info("resuming %s at clip %d (%d frames)", out, first, writer.frames_written)
+        log.info("resuming %s after its %d finished clip%s (%d frames)", out, first,
+                 "s" * (first != 1), writer.frames_written)  # fmt: skip
         return manifest, writer, carry, tail, first
     if (out.exists() or partial.exists() or mpath.exists()) and not overwrite:
         raise SviError(f"{out} or an interrupted run of it exists; pass --resume or --overwrite")
@@ -412,12 +518,33 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool):
     manifest = {"version": MANIFEST_VERSION, "key": inputs_key(inputs), "inputs": inputs,
                 "status": "running", "started": time.time(), "clips": [],
                 "frames_written": 0}  # fmt: skip
+    if memory is not None:
+        manifest["memory"] = memory
     try:
         write_atomic(mpath, json.dumps(manifest, indent=1).encode())
     except BaseException:
         _discard(out, writer)
         raise
     return manifest, writer, None, None, 0
+
+
+def _note_memory_change(manifest: dict, memory: dict | None, first: int) -> None:
+    """A resume under another memory mode goes on (offloading does not change the frames)
+    but says so in one line and records it (``memory_changes``: from which clip)."""
+    before = manifest.get("memory")
+    if memory is None or before is None:
+        return
+    last = (manifest.get("memory_changes") or [{"memory": before}])[-1]["memory"]
+    keys = ("offload", "storage_dtype", "compute_dtype", "vae_tiling", "device")
+    diff = [k for k in keys if last.get(k) != memory.get(k)]
+    if not diff:
+        return
+    changes = ", ".join(f"{k} {last.get(k)} -> {memory.get(k)}" for k in diff)
+    exact = set(diff) <= {"offload"}
+    log.warning("resuming at clip %d with another memory mode (%s): %s", first, changes,
+                "offloading leaves the frames as they were" if exact else
+                "clips from here on may differ slightly from an uninterrupted run")  # fmt: skip
+    manifest.setdefault("memory_changes", []).append({"from_clip": first, "memory": memory})
 
 
 def _reopen(out: Path, manifest: dict, video: dict) -> VideoWriter:
@@ -531,6 +658,9 @@ class GenerateRequest:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    offload: str | None = None  # memory mode (svi.models.offload; None: its default)
+    weights_dtype: str | None = None
+    vae_tiling: bool | None = None
 
 
 DEFAULT_SECONDS = 32.0
@@ -605,6 +735,7 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
     Every setting is resolved and validated into a :class:`GenerationPlan` before the
     output or its manifest is touched.
     """
+    from svi.models.offload import MemoryMode
     from svi.plan import clips_for_length
     from svi.prompt_stream import read_prompt_stream
     from svi.starts import DEFAULT_WORLD_SEED, image_start, world_start
@@ -624,10 +755,10 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
         if value is not None and (value < 16 or value % 16):
             raise SviError(f"{side} must be a positive multiple of 16 (Wan's token size), "
                            f"got {value}")  # fmt: skip
+    memory = MemoryMode.from_options(req.offload, req.weights_dtype, req.vae_tiling)
     picture = None if req.image is None else read_image(req.image)  # read once, before weights
-    pipe = SVIPipeline.from_pretrained(
-        req.model, req.preset, height=req.height, width=req.width, num_frames=req.num_frames
-    )
+    pipe = SVIPipeline.from_pretrained(req.model, req.preset, memory, height=req.height,
+                                       width=req.width, num_frames=req.num_frames)  # fmt: skip
     variant = get_variant(req.config.variant, pipe.bundle.preset) if req.config.variant else None
     if req.image is not None and req.height is None and req.width is None:
         _fit_clip_to_image(pipe, picture.shape[:2], variant)

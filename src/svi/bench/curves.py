@@ -8,6 +8,7 @@ from pathlib import Path
 
 from svi.bench.first_clip import evaluate_first_clip
 from svi.checkpoint import list_checkpoints
+from svi.errors import SviError
 from svi.world import split_seeds
 
 log = logging.getLogger(__name__)
@@ -16,12 +17,17 @@ log = logging.getLogger(__name__)
 def _minutes_at(run: Path) -> dict[int, float]:
     """Training minutes at each logged step (from ``log.jsonl``, resumes summed)."""
     minutes, offset, last = {}, 0.0, 0.0
-    for line in (run / "log.jsonl").read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if rec["elapsed_s"] < last:  # a resumed segment restarts its clock
+    path = run / "log.jsonl"
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            step, elapsed = int(rec["step"]), float(rec["elapsed_s"])
+        except (ValueError, TypeError, KeyError, RecursionError):
+            raise SviError(f"{path}:{n}: not a line of a training log (step, elapsed_s)") from None
+        if elapsed < last:  # a resumed segment restarts its clock
             offset += last
-        last = rec["elapsed_s"]
-        minutes[rec["step"]] = (offset + last) / 60
+        last = elapsed
+        minutes[step] = (offset + last) / 60
     return minutes
 
 
@@ -31,10 +37,13 @@ def learning_curve(
     """Evaluate every checkpoint of ``run`` on ``scenes`` validation scenes."""
     from svi.train import checkpoint_model
 
+    checkpoints = list_checkpoints(run)
+    if not checkpoints:
+        raise SviError(f"{run} has no checkpoints to evaluate (checkpoints/step-*)")
     seeds = split_seeds("val", scenes)
     minutes = _minutes_at(run)
     rows = []
-    for ckpt in list_checkpoints(run):
+    for ckpt in checkpoints:
         step = int(ckpt.name.split("-")[1])
         report = evaluate_first_clip(checkpoint_model(ckpt, use_ema=use_ema), seeds, steps=steps)
         rows.append({"step": step, "minutes": minutes.get(step), **report.to_dict()})

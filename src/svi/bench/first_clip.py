@@ -53,9 +53,13 @@ def evaluate_first_clip(
     shift: float | None = None,
     noise_seed: int = 0,
 ) -> FirstClipReport:
+    from svi.plan import MAX_CFG, MAX_SHIFT, MAX_STEPS, _float, _int
     from svi.world import WorldConfig, render_episode
 
-    p = bundle.preset
+    p = bundle.preset  # its sampler numbers where None; given ones checked as generate's
+    steps = _int("--steps", p.steps if steps is None else steps, 1, MAX_STEPS)
+    shift = _float("--shift", p.shift if shift is None else shift, 0.0, MAX_SHIFT, open_low=True)
+    cfg = _float("--cfg", p.cfg if cfg is None else cfg, 0.0, MAX_CFG)
     m = motion_frames or p.motion_frames
     f = p.num_frames
     eps = [render_episode(kind, s, f, WorldConfig(size=p.height)) for s in seeds]
@@ -68,8 +72,8 @@ def evaluate_first_clip(
     noise = clip_noise((len(eps), *bundle.latent_shape), noise_seed)
     t0 = time.perf_counter()
     with torch.no_grad():
-        lat = sample_latents(bundle.experts, noise, y, text, neg, steps=steps or p.steps,
-                             shift=shift or p.shift, cfg=p.cfg if cfg is None else cfg)  # fmt: skip
+        lat = sample_latents(bundle.experts, noise, y, text, neg, steps=steps, shift=shift,
+                             cfg=cfg)  # fmt: skip
         gen = to_uint8(bundle.codec.decode(lat))[:, m:]  # (B, F-M, H, W, 3)
     per_clip = (time.perf_counter() - t0) / len(eps)
     copy = np.repeat(frames[:, m - 1 : m], f - m, axis=1)

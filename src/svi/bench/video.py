@@ -68,13 +68,13 @@ def analyse_video(path: Path, *, stride: int | None = None, grid: int = 16,
     from svi.errors import SviError
     from svi.video import read_video, video_fps
 
-    frames = read_video(path)
-    if len(frames) < 2:
-        raise SviError(f"{path}: a video needs at least 2 frames, got {len(frames)}")
-    if stride is not None and stride < 1:
+    if stride is not None and stride < 1:  # the options before the file is decoded
         raise SviError(f"--stride must be >= 1, got {stride}")
     if grid < 2:
         raise SviError(f"--grid must be >= 2 pixels, got {grid}")
+    frames = read_video(path)
+    if len(frames) < 2:
+        raise SviError(f"{path}: a video needs at least 2 frames, got {len(frames)}")
     fps = video_fps(path) or 16.0  # read_video decoded it once; this only reads the header
     sec = max(1, round(fps))
     encoder = None

@@ -10,6 +10,11 @@ Three key forms exist in the wild (SVI_SPEC section 6) and one more is common:
   ``blocks.0.self_attn.q.lora_A.default.weight``, bare or under ``pipe.dit.`` / ``model.``;
 - ``musubi`` (kohya-style): ``lora_unet_blocks_0_self_attn_q.lora_down.weight``.
 
+Few-step distillation LoRAs (LightX2V, CausVid) also carry full-weight deltas -
+``X.diff``, ``X.diff_b``, ``blocks.N.diff_m``, peft's ``lora_B.bias`` - added to a base
+parameter at the LoRA's strength (:mod:`svi.lora.keys` cites the loaders they come
+from); they are read into ``LoraContents.deltas`` and merged exactly.
+
 Training wrappers are stripped in one place (:func:`svi.lora.keys._strip_prefixes`):
 DeepSpeed / Lightning's ``_forward_module.``, DDP's ``module.``, ``torch.compile``'s
 ``_orig_mod.`` and FSDP's wrapper segments, in front of or inside the path.
@@ -28,7 +33,8 @@ into the model's module of that name, or refuses the file when there is none.
 - :mod:`~svi.lora.keys`: the key forms, :func:`parse_lora_key`, :func:`wan_module_name`
   and the plain weights of extra modules told apart from LoRA keys;
 - :mod:`~svi.lora.normalize`: a state dict of any form to ``LoraTensors`` per module
-  (:func:`normalize_lora_state_dict`), alphas from keys or a LoraConfig;
+  (:func:`normalize_lora_state_dict`), alphas from keys or a LoraConfig, and
+  ``WeightDelta`` per parameter;
 - :mod:`~svi.lora.files`: files and folders of shards, their header metadata and
   fingerprint (:func:`read_lora`, :func:`read_lora_metadata`, :func:`lora_fingerprint`,
   :func:`save_lora` in diffusers and Wan forms);
@@ -50,7 +56,7 @@ from svi.lora.files import (
     save_lora,
 )
 from svi.lora.keys import LoraKey, parse_lora_key, wan_module_name
-from svi.lora.normalize import LoraTensors, normalize_lora_state_dict
+from svi.lora.normalize import LoraTensors, WeightDelta, normalize_lora_state_dict
 from svi.lora.training import (
     WAN_LORA_TARGETS,
     add_training_lora,
@@ -64,6 +70,7 @@ __all__ = [
     "LoraKey",
     "LoraReport",
     "LoraTensors",
+    "WeightDelta",
     "add_training_lora",
     "apply_lora",
     "lora_files",

@@ -14,7 +14,7 @@ from torch import nn
 from svi.errors import SviError
 from svi.lora.files import LoraContents, _peft_config_dict, read_lora
 from svi.lora.keys import _count_roots, _extra_root
-from svi.lora.normalize import LoraTensors
+from svi.lora.normalize import LoraTensors, WeightDelta
 from svi.lora.training import _lora_layers
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class LoraReport:
     adapter_name: str | None
     # Plain weights loaded into extra modules: "dwpose_embedding (12 tensors)", or "".
     extras: str = ""
+    deltas: int = 0  # full-weight deltas added (.diff / .diff_b / .diff_m / lora_B.bias)
 
     @property
     def n_modules(self) -> int:
@@ -48,6 +49,8 @@ class LoraReport:
             f"rank {'/'.join(map(str, self.ranks))}, alpha/rank "
             f"{'/'.join(f'{s:g}' for s in self.lora_scales)}, strength {self.strength:g}, {how}"
         )
+        if self.deltas:
+            text += f"; {self.deltas} full-weight delta{'s' * (self.deltas != 1)} added"
         return f"{text}; loaded weights of {self.extras}" if self.extras else text
 
 
@@ -103,6 +106,40 @@ def _merge(
         up = e.up.to(weight.device, torch.float32).flatten(1)
         delta = (up @ down).reshape(weight.shape)
         weight.copy_((weight.float() + (strength * e.scale) * delta).to(weight.dtype))
+
+
+def _resolve_deltas(
+    transformer: nn.Module, deltas: Mapping[str, WeightDelta], source: str
+) -> dict[str, torch.Tensor]:
+    """The model parameter of every full-weight delta, shapes checked, before any change."""
+    if not deltas:
+        return {}
+    have = _model_tensors(transformer)
+    targets: dict[str, torch.Tensor] = {}
+    for param, d in deltas.items():
+        if param not in have:
+            raise SviError(
+                f"LoRA {source}: key {d.key!r} adds to {param!r}, which this "
+                f"{type(transformer).__name__} does not have"
+            )
+        want, got = tuple(have[param].shape), tuple(d.delta.shape)
+        if want != got:
+            raise SviError(
+                f"LoRA {source}: key {d.key!r} has shape {got} but {param} has shape {want}"
+            )
+        targets[param] = have[param]
+    return targets
+
+
+@torch.no_grad()
+def _add_deltas(
+    targets: Mapping[str, torch.Tensor], deltas: Mapping[str, WeightDelta], strength: float
+) -> None:
+    """``p += strength * scale * delta`` in fp32, cast back (as :func:`_merge`)."""
+    for param, d in deltas.items():
+        p = targets[param]
+        delta = d.delta.to(p.device, torch.float32)
+        p.copy_((p.float() + (strength * d.scale) * delta).to(p.dtype))
 
 
 def _attach(
@@ -246,10 +283,14 @@ def apply_lora(
     """Apply a LoRA file (safetensors), folder of shards or state dict of any known form.
 
     ``merge=True`` adds ``scale * alpha/rank * B @ A`` to each weight in place (fp32
-    arithmetic, cast back). ``merge=False`` attaches a peft adapter (removable with
-    :func:`remove_lora`, rescalable with :func:`set_lora_scale`). Every LoRA module
-    must exist in the model with matching shapes, else :class:`SviError`; nothing is
-    modified when a check fails.
+    arithmetic, cast back), then ``scale * delta`` to each parameter a full-weight delta
+    names (``.diff`` / ``.diff_b`` / ``.diff_m``; peft's ``lora_B.bias`` adds
+    ``scale * alpha/rank * bias``). Several LoRAs stack: each call adds its own deltas
+    at its own ``scale``. ``merge=False`` attaches a peft adapter (removable with
+    :func:`remove_lora`, rescalable with :func:`set_lora_scale`); a file with
+    full-weight deltas can only be merged. Every LoRA module and delta target must exist
+    in the model with matching shapes, else :class:`SviError`; nothing is modified when
+    a check fails.
 
     Plain weights of extra modules (``dwpose_embedding.*``) are copied into the model's
     module of that name as they are: ``scale`` does not apply to them. The model must
@@ -268,14 +309,23 @@ def apply_lora(
     for path, tensor in contents.extras.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SviError(f"{source}: weights of {path} are not finite (NaN or inf)")
+    for d in contents.deltas.values():
+        if not torch.isfinite(d.delta).all():
+            raise SviError(f"{source}: the delta {d.key!r} is not finite (NaN or inf)")
     targets = _resolve_targets(transformer, entries, contents.first_keys, source) if entries else {}
+    delta_targets = _resolve_deltas(transformer, contents.deltas, source)
     extra_targets = _resolve_extras(transformer, contents)
     _check_extras_free(transformer, extra_targets)
     if merge:
         if adapter_name is not None:
             raise SviError("adapter_name is only meaningful with merge=False")
         _merge(targets, entries, float(scale))
+        _add_deltas(delta_targets, contents.deltas, float(scale))
     else:
+        if contents.deltas:
+            raise SviError(f"LoRA {source} holds full-weight deltas (first: "
+                           f"{next(iter(contents.deltas.values())).key!r}); apply it "
+                           "merged")  # fmt: skip
         if not entries:
             raise SviError(f"LoRA {source} holds no LoRA pairs to attach; apply it merged")
         if adapter_name is None:
@@ -295,6 +345,7 @@ def apply_lora(
         merged=merge,
         adapter_name=adapter_name,
         extras=_count_roots(contents.extras),
+        deltas=len(contents.deltas),
     )
     logger.info(report.summary())
     return report

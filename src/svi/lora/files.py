@@ -9,7 +9,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,8 +20,10 @@ from svi.lora.keys import _extra_path, wan_module_name
 from svi.lora.normalize import (
     AlphaLookup,
     LoraTensors,
+    WeightDelta,
     _alpha_from_peft_config,
     _normalize,
+    _refuse_deltas,
     _refuse_extras,
     _split_state_dict,
 )
@@ -52,6 +54,8 @@ class LoraContents:
     first_keys: dict[str, str]  # module -> its first original key (for messages)
     extras: dict[str, torch.Tensor]  # unwrapped path -> tensor, e.g. "dwpose_embedding.0.weight"
     extra_keys: dict[str, str]  # unwrapped path -> original key
+    # full-weight deltas by diffusers parameter path, e.g. "blocks.0.norm2.weight"
+    deltas: dict[str, WeightDelta] = field(default_factory=dict)
 
 
 def lora_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -153,7 +157,9 @@ def read_lora(lora: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> Lora
     Alphas come from ``.alpha`` keys, else from diffusers' LoraConfig header, else equal
     the rank. Plain weights of modules outside the base DiT (``dwpose_embedding.*``)
     come back in ``extras``, unwrapped like the LoRA keys; plain weights of the base
-    DiT's own modules are refused (full-weight fine-tunes are not LoRAs).
+    DiT's own modules are refused (full-weight fine-tunes are not LoRAs). Deltas to add
+    to base parameters (``.diff``, ``.diff_b``, ``.diff_m``, ``lora_B.bias``; the key
+    forms: :mod:`svi.lora.keys`) come back in ``deltas``.
     """
     if isinstance(lora, Mapping):
         source, tensors = "<state dict>", lora
@@ -168,13 +174,13 @@ def read_lora(lora: str | os.PathLike[str] | Mapping[str, torch.Tensor]) -> Lora
     lora_sd, extras, extra_keys = _split_state_dict(tensors, origin)
     if extras and not lora_sd:
         entries: dict[str, LoraTensors] = {}
-        form, first_keys = "diffusers", {}
+        form, first_keys, deltas = "diffusers", {}, {}
     else:
         alpha_of = _alpha_from_header(header, source)
-        entries, form, first_keys = _normalize(lora_sd, alpha_of, origin)
+        entries, form, first_keys, deltas = _normalize(lora_sd, alpha_of, origin)
     if source == "<state dict>":
         source = f"<{form} state dict>"
-    return LoraContents(source, form, entries, first_keys, extras, extra_keys)
+    return LoraContents(source, form, entries, first_keys, extras, extra_keys, deltas)
 
 
 def read_lora_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
@@ -252,7 +258,8 @@ def save_lora(
     from safetensors.torch import save_file
 
     _refuse_extras(state_dict, "save_lora writes LoRA pairs only")
-    entries, _, _ = _normalize(state_dict)
+    _refuse_deltas(state_dict, "save_lora writes LoRA pairs only")
+    entries = _normalize(state_dict)[0]
     header: dict[str, str] = {"format": "pt", _META_FORM: form}
     tensors: dict[str, torch.Tensor] = {}
     if form == "diffusers":

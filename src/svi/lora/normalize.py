@@ -1,4 +1,5 @@
-"""LoRA state dicts of any key form normalised to ``{module: LoraTensors}``."""
+"""LoRA state dicts of any key form normalised to ``{module: LoraTensors}`` plus the
+full-weight deltas some files carry (``{parameter: WeightDelta}``, :mod:`svi.lora.keys`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import NamedTuple
 import torch
 
 from svi.errors import SviError
-from svi.lora.keys import _count_roots, _extra_path, parse_lora_key
+from svi.lora.keys import _TENSOR_RE, _count_roots, _extra_path, parse_lora_key
 
-__all__ = ["LoraTensors", "normalize_lora_state_dict"]
+__all__ = ["LoraTensors", "WeightDelta", "normalize_lora_state_dict"]
 
 
 class LoraTensors(NamedTuple):
@@ -25,6 +26,18 @@ class LoraTensors(NamedTuple):
     @property
     def rank(self) -> int:
         return int(self.down.shape[0])
+
+
+class WeightDelta(NamedTuple):
+    """A delta added to one parameter of the model: ``p += strength * scale * delta``.
+
+    ``scale`` is 1 for ``.diff`` / ``.diff_b`` / ``.diff_m`` keys and alpha / rank for
+    peft's ``lora_B.bias`` (peft scales the B layer's bias with the pair).
+    """
+
+    key: str  # the original key, for messages
+    delta: torch.Tensor  # the parameter's shape
+    scale: float = 1.0
 
 
 AlphaLookup = Callable[[str, int], "float | None"]
@@ -83,14 +96,16 @@ def _normalize(
     state_dict: Mapping[str, torch.Tensor],
     alpha_of: AlphaLookup | None = None,
     origin: Mapping[str, str] | None = None,
-) -> tuple[dict[str, LoraTensors], str, dict[str, str]]:
-    """Normalise; also return the detected form and the first original key per module.
+) -> tuple[dict[str, LoraTensors], str, dict[str, str], dict[str, WeightDelta]]:
+    """Normalise; also return the detected form, the first original key per module and
+    the full-weight deltas by diffusers parameter path.
 
     ``origin`` (key -> shard file name) only adds file names to the messages.
     """
     if not state_dict:
         raise SviError("LoRA state dict is empty")
     slots: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
+    deltas: dict[str, WeightDelta] = {}
     form: str | None = None
     form_key = ""
     adapter_seen: tuple[str, str] | None = None
@@ -114,6 +129,15 @@ def _normalize(
                     f"LoRA holds several adapters: {_at(key, origin)} ({parsed.adapter}) and "
                     f"{_at(adapter_seen[1], origin)} ({adapter_seen[0]})"
                 )
+        if parsed.kind == "delta":
+            assert parsed.param is not None
+            if parsed.param in deltas:
+                raise SviError(
+                    f"LoRA key {_at(key, origin)} duplicates "
+                    f"{_at(deltas[parsed.param].key, origin)} (both are deltas of {parsed.param})"
+                )
+            deltas[parsed.param] = WeightDelta(key, tensor)
+            continue
         slot = slots.setdefault(parsed.module, {})
         if parsed.kind in slot:
             raise SviError(
@@ -143,7 +167,16 @@ def _normalize(
             alpha = alpha_of(module, rank)
         entries[module] = LoraTensors(down, up, (rank if alpha is None else alpha) / rank)
         first_keys[module] = key_a
-    return entries, form or "diffusers", first_keys
+        if "B_bias" in slot:  # peft's lora_B.bias: scaled with the pair
+            bias_key, bias = slot["B_bias"]
+            param = f"{module}.bias"
+            if param in deltas:
+                raise SviError(
+                    f"LoRA key {_at(bias_key, origin)} duplicates "
+                    f"{_at(deltas[param].key, origin)} (both are deltas of {param})"
+                )
+            deltas[param] = WeightDelta(bias_key, bias, entries[module].scale)
+    return entries, form or "diffusers", first_keys, deltas
 
 
 def normalize_lora_state_dict(
@@ -155,9 +188,11 @@ def normalize_lora_state_dict(
     ``scale = alpha / rank``; alpha comes from ``.alpha`` keys, else from ``alphas``
     (per module path, e.g. read from a file header), else equals the rank.
     Raises :class:`SviError` on unknown or mixed key forms, naming the first bad key,
-    and on plain weights of extra modules (:func:`read_lora` returns those apart).
+    and on plain weights of extra modules and full-weight deltas (:func:`read_lora`
+    returns those apart).
     """
     _refuse_extras(state_dict, "read_lora() returns them apart from the LoRA pairs")
+    _refuse_deltas(state_dict, "read_lora() returns them apart from the LoRA pairs")
     lookup: AlphaLookup | None = None
     if alphas is not None:
         table = dict(alphas)
@@ -166,6 +201,24 @@ def normalize_lora_state_dict(
             return table.get(module)
 
     return _normalize(state_dict, lookup)[0]
+
+
+_UPS = ("lora_B", "lora_up")
+
+
+def _is_delta_key(key: str) -> bool:
+    """A full-weight delta (``.diff``, ``.diff_b``, ``.diff_m``) or peft's ``lora_B.bias``."""
+    m = _TENSOR_RE.match(key)
+    return m is not None and bool(m["delta"] or (m["leaf"] == "bias" and m["mat"] in _UPS))
+
+
+def _refuse_deltas(state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    found = [k for k in state_dict if _is_delta_key(k)]
+    if found:
+        raise SviError(
+            f"LoRA state dict holds {len(found)} full-weight delta{'s' * (len(found) != 1)} "
+            f"(first: {found[0]!r}); " + what
+        )
 
 
 def _alpha_from_peft_config(config: Mapping[str, object]) -> AlphaLookup | None:

@@ -38,7 +38,9 @@ class ModelBundle:
     transformer_2: torch.nn.Module | None = None
     boundary: float | None = None
     info: dict[str, Any] | None = None
-    image_encoder: Any = None  # frames (B, 3, H, W) in [-1, 1] -> CLIP tokens (Wan 2.1 I2V)
+    # frames (B, 3, H, W) in [-1, 1] (, preprocessing) -> CLIP tokens (Wan 2.1 I2V)
+    image_encoder: Any = None
+    image_model: torch.nn.Module | None = None  # the CLIP module behind it (memory modes)
 
     @property
     def default_lora(self) -> Path | None:
@@ -58,13 +60,14 @@ class ModelBundle:
         return Experts(self.transformer, self.transformer_2, self.boundary,
                        prediction=self.preset.prediction)  # fmt: skip
 
-    def experts_for(self, first_frame: torch.Tensor) -> Experts:
+    def experts_for(self, first_frame: torch.Tensor, clip_preprocess: str = "official") -> Experts:
         """The DiT call for one clip; with a CLIP path, image tokens of ``first_frame``
-        (1, 3, H, W) - the clip's first motion frame, as SVI feeds Wan 2.1."""
+        (1, 3, H, W) - the clip's first motion frame, as SVI feeds Wan 2.1 - prepared for
+        CLIP by ``clip_preprocess`` (:mod:`svi.models.clip`)."""
         if self.image_encoder is None:
             return self.experts
         with torch.no_grad():
-            states = self.image_encoder(first_frame)
+            states = self.image_encoder(first_frame, clip_preprocess)
         return Experts(self.transformer, self.transformer_2, self.boundary, states,
                        prediction=self.preset.prediction)  # fmt: skip
 
@@ -155,16 +158,28 @@ def model_dir(model: str | Path | None = None, preset: str | None = None) -> Pat
     return _resolve(model, preset)[0]
 
 
-def load_bundle(model: str | Path | None = None, preset: str | None = None) -> ModelBundle:
-    """Load a model by preset name, world checkpoint dir or Wan folder (see module doc)."""
+def load_bundle(
+    model: str | Path | None = None,
+    preset: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelBundle:
+    """Load a model by preset name, world checkpoint dir or Wan folder (see module doc).
+
+    ``device`` / ``dtype``: where and how a Wan folder's weights load (default: the GPU
+    when there is one, bf16 there); a world model always loads on the CPU in float32.
+    """
     path, embedded = _resolve(model, preset)
-    if (path / MODEL_FILE).exists():
-        return _load_world_dir(path, embedded)
-    return _load_wan_dir(path, preset)
+    if (path / MODEL_FILE).exists():  # --preset, where given, must name the folder's
+        return _load_world_dir(path, embedded or preset)
+    return _load_wan_dir(path, preset, device=device, dtype=dtype)
 
 
 def _resolve(model: str | Path | None, preset: str | None) -> tuple[Path, str | None]:
     """(the model's folder, the embedded preset's name where ``model`` names one)."""
+    if preset is not None:
+        get_preset(preset)  # an unknown name is an error, never ignored
     if model is None:
         model = preset or "world-tiny"
     path = Path(model)
@@ -186,12 +201,12 @@ def _resolve(model: str | Path | None, preset: str | None) -> tuple[Path, str | 
     return path, None
 
 
-def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:
+def _load_wan_dir(path: Path, preset_name: str | None, **where) -> ModelBundle:
     from svi.models.wan import detect_wan_variant, load_wan_folder
 
     variant = preset_name or detect_wan_variant(path)
     preset = get_preset(variant)
-    comps = load_wan_folder(path, expect=preset.wan_variant)
+    comps = load_wan_folder(path, expect=preset.wan_variant, **where)
     if comps.conditioning != "concat":
         raise SviError(
             f"{path} is {variant}, which conditions by replacing the first latent frame; "
@@ -206,6 +221,7 @@ def _load_wan_dir(path: Path, preset_name: str | None) -> ModelBundle:
         transformer_2=comps.transformer_2,
         boundary=comps.boundary_ratio,
         image_encoder=comps.encode_image if comps.image_encoder is not None else None,
+        image_model=comps.image_encoder,
     )
 
 

@@ -138,6 +138,9 @@ class WanVAECodec(_FrameRule):
     ) -> None:
         cfg = vae.config
         self.vae = vae.eval()
+        # Where encode / decode run when offloading hooks keep the weights elsewhere
+        # (svi.models.offload); None: where the weights are.
+        self.execution_device: torch.device | None = None
         self.sample = sample
         self.generator = generator
         self.latent_channels = int(cfg.z_dim)
@@ -156,7 +159,7 @@ class WanVAECodec(_FrameRule):
 
     @property
     def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
+        return self.execution_device or next(self.vae.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:

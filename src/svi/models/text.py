@@ -3,7 +3,8 @@
 Contract (the one the Wan pipelines follow for umT5): ``encode(prompts)`` returns
 ``(B, max_length, dim)`` float32; row b holds the last hidden states of prompt b's real
 tokens (special tokens included), then zeros up to ``max_length``. Longer prompts are
-truncated to ``max_length`` tokens (logged at debug level). The empty prompt is allowed (the
+truncated to ``max_length`` tokens, with one warning per prompt (the end of such a prompt
+never reaches the model). The empty prompt is allowed (the
 negative prompt often is ""); it yields the states of its special tokens only.
 
 Each distinct prompt is encoded once, on its own (no padding, so the states of a prompt
@@ -90,6 +91,7 @@ class _CachedEncoder:
         self._hits = 0
         self._misses = 0
         self._seconds = 0.0
+        self._truncated: set[str] = set()  # prompts already warned about
 
     def encode(self, prompts: list[str] | str) -> torch.Tensor:
         """``(B, max_length, dim)`` float32 states for ``prompts`` (a str counts as one)."""
@@ -122,11 +124,14 @@ class _CachedEncoder:
         return row
 
     def _token_ids(self, tokenizer, text: str) -> dict[str, torch.Tensor]:
-        full = tokenizer(text, add_special_tokens=True)["input_ids"]
-        if len(full) > self.max_length:
-            logger.debug(
-                "prompt of %d tokens truncated to %d: %.60r", len(full), self.max_length, text
-            )
+        # verbose=False: the tokenizer's own "longer than the maximum" line is ours below
+        full = tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"]
+        if len(full) > self.max_length and text not in self._truncated:
+            self._truncated.add(text)
+            logger.warning(
+                "prompt of %d tokens cut to the text encoder's %d; the rest is ignored: %.60r",
+                len(full), self.max_length, text,
+            )  # fmt: skip
         return tokenizer(
             text,
             add_special_tokens=True,
@@ -244,10 +249,18 @@ class UMT5TextEncoder(_CachedEncoder):
         self._model = model.eval().requires_grad_(False)
         self._tokenizer = tokenizer
         self.dim = int(model.config.d_model)
+        # Where the encoder runs when offloading hooks keep its weights elsewhere
+        # (svi.models.offload); None: where the weights are.
+        self.execution_device: torch.device | None = None
 
     @property
     def device(self) -> torch.device:
-        return next(self._model.parameters()).device
+        return self.execution_device or next(self._model.parameters()).device
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The umT5 encoder module (memory modes hook it: :mod:`svi.models.offload`)."""
+        return self._model
 
     @classmethod
     def from_folder(

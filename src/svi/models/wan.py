@@ -28,7 +28,9 @@ Facts taken from diffusers 0.42 (``pipelines/wan/pipeline_wan_i2v.py``):
   the final latents before decoding.
 - Only a transformer with ``image_dim`` set (Wan 2.1 I2V) takes CLIP image tokens:
   ``hidden_states[-2]`` of the CLIP vision model (``encode_image``). Such a transformer
-  assumes exactly 512 text tokens.
+  assumes exactly 512 text tokens. The frame reaches CLIP as the authors' code prepares
+  it (whole frame, bicubic, no crop) unless ``"diffusers"`` preprocessing is asked for
+  (the pipeline's ``CLIPImageProcessor``: centre crop) - :mod:`svi.models.clip`.
 
 The 480p and 720p Wan 2.1 checkpoints share one architecture; :func:`detect_wan_variant`
 tells them apart only by a "720" in the folder name.
@@ -138,24 +140,29 @@ class WanComponents:
         return [t for t in (self.transformer, self.transformer_2) if t is not None]
 
     @torch.no_grad()
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor | None:
+    def encode_image(
+        self, images: torch.Tensor, preprocess: str = "official"
+    ) -> torch.Tensor | None:
         """CLIP image tokens ``(B, N, image_dim)`` of frames ``(B, 3, H, W)`` in [-1, 1].
 
         Returns None for variants without an image encoder. Frames are quantised to uint8
-        first, since the Wan pipeline feeds the CLIP processor PIL images.
+        first (the authors' pipeline and diffusers' both start from 8-bit images), then
+        prepared for CLIP by ``preprocess``: ``"official"`` (the whole frame squashed to
+        the encoder's size, bicubic, as the authors' code) or ``"diffusers"`` (the
+        folder's processor: short side resized, centre crop) - :mod:`svi.models.clip`.
         """
+        from svi.models.clip import clip_pixels, clip_tokens
+
         if self.image_encoder is None:
             return None
         if images.ndim != 4 or images.shape[1] != 3:
             raise SviError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
         pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arrays = list(pixels.permute(0, 2, 3, 1).cpu().numpy())  # B x (H, W, 3)
-        batch = self.image_processor(images=arrays, return_tensors="pt")
-        device = next(self.image_encoder.parameters()).device
-        enc_dtype = next(self.image_encoder.parameters()).dtype
-        values = batch["pixel_values"].to(device=device, dtype=enc_dtype)
-        out = self.image_encoder(pixel_values=values, output_hidden_states=True)
-        return out.hidden_states[-2]
+        frames = pixels.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        values = clip_pixels(
+            frames, preprocess, encoder=self.image_encoder, processor=self.image_processor
+        )
+        return clip_tokens(self.image_encoder, values)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -341,8 +341,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
           sessions: Path = Path("svi-sessions"), max_jobs: int = 1, block: bool = True,
           defaults: Form | None = None):  # fmt: skip
     """Start the app; with ``block=False`` return ``(demo, queue)`` at once (tests)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise SviError(f"--port must be in 1..65535, got {port!r}")
+    _check_serve(host, port, model, Path(sessions), max_jobs)
     if host not in LOCAL_HOSTS:
         log.warning("svi ui listens on %s: anyone who can reach this address can generate "
                     "videos and read the sessions folder", host)  # fmt: skip
@@ -369,3 +368,38 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
         demo.close()
     # a stopped server exits as any stopped svi command: 130 (SIGINT) / 143 (SIGTERM)
     raise stop.with_message("svi ui stopped; every session was finalised")
+
+
+MAX_JOBS = 64  # one worker thread each, all in one process's memory
+
+
+def _check_serve(host: str, port: int, model: str | None, sessions: Path, max_jobs: int) -> None:
+    """Every option of ``svi ui`` checked before a folder, a thread or a socket exists:
+    the port free on the host, the model resolvable (no weights loaded)."""
+    import errno
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise SviError(f"--port must be in 1..65535, got {port!r}")
+    if not 1 <= max_jobs <= MAX_JOBS:
+        raise SviError(f"--max-jobs must be in 1..{MAX_JOBS}, got {max_jobs}")
+    if sessions.exists() and not sessions.is_dir():
+        raise SviError(f"--sessions {sessions} is a file, not a folder")
+    if model:
+        from svi.models.bundle import model_dir
+
+        model_dir(model)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SviError(f"--host {host}: no such address ({exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SviError(f"--port {port} is in use on {host} (another svi ui?); pick "
+                               "another --port") from None  # fmt: skip
+            raise SviError(f"cannot listen on --host {host} --port {port}: "
+                           f"{exc.strerror or exc}") from None  # fmt: skip

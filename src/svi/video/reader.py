@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,15 @@ def read_image(path: PathLike) -> np.ndarray:
     """
     file = check_input_file(path)
     try:
-        with Image.open(file) as image:
-            return _image_to_rgb(image)
+        with warnings.catch_warnings():  # a big picture is fitted to the clip size; one
+            # past Pillow's hard limit (twice the warning's) is refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                return _image_to_rgb(image)
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise SviError(f"{file}: the picture has more than {limit:,} pixels (Pillow's limit "
+                       "against decompression bombs); scale it down first") from None  # fmt: skip
     except _PIL_ERRORS as exc:
         raise SviError(f"{file}: not a readable image ({exc})") from exc
 

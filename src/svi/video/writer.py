@@ -243,12 +243,18 @@ class VideoWriter:
         except OSError as exc:
             raise SviError(f"{partial}: cannot truncate it to resume: {exc}") from exc
         if scan.size > stop.offset:
-            log.warning(
-                "%s: dropped %d bytes after frame %d (clips the interrupted run did not "
-                "finish or the caller did not record)",
+            # whole writes past the recorded frames (a tail held back, a clip written but
+            # not recorded) are the ordinary cut of a resume; a write cut short is damage
+            last, whole = scan.ends[-1], scan.size == scan.ends[-1].offset
+            log.log(
+                logging.INFO if whole else logging.WARNING,
+                "%s: dropped %d bytes after frame %d: %d complete frames the caller did not "
+                "record%s",
                 partial,
                 scan.size - stop.offset,
                 stop.frames,
+                last.frames - stop.frames,
+                "" if whole else " and a write the interruption cut short",
             )
         log.info("resuming %s after %d frames (%d clips)", partial, stop.frames, stop.clips)
         return writer
@@ -606,8 +612,9 @@ def _pick_end(ends: list[ClipEnd], expected_frames: int, partial: Path) -> ClipE
     have = ends[-1]
     if expected_frames > have.frames:
         raise SviError(
-            f"{partial}: cannot resume: its complete clips hold {have.frames} frames "
-            f"({have.clips} clips) but {expected_frames} were recorded as written; it lost "
+            # frames only: a clip here is one write() (a caller's tail is one too)
+            f"{partial}: cannot resume: its complete clips hold {have.frames} frames but "
+            f"{expected_frames} were recorded as written; it lost "
             "data or belongs to another run, so start over"
         )
     below = max(end.frames for end in ends if end.frames < expected_frames)

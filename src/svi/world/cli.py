@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from svi.errors import SviError
 from svi.world.config import KINDS, WorldConfig
 from svi.world.files import contact_sheet, seconds_to_frames, write_dataset, write_episode
 from svi.world.render import render_episode
@@ -70,6 +71,10 @@ def contact_sheet_command(
     columns: int = typer.Option(8, "--columns", help="Frames per row."),
 ) -> None:
     """A PNG grid of frames of one episode (with its pose frames for dancing)."""
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise SviError(f"--out {out} must be a .png file name")
+    if columns < 1:
+        raise SviError(f"--columns must be >= 1, got {columns}")
     config = WorldConfig(size=size, fps=fps)
     episode = render_episode(kind, seed, seconds_to_frames(seconds, fps), config)
-    typer.echo(str(contact_sheet(episode, out, columns=max(1, columns))))
+    typer.echo(str(contact_sheet(episode, out, columns=columns)))

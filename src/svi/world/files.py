@@ -32,15 +32,28 @@ from svi.world.splits import split_seeds
 
 log = logging.getLogger(__name__)
 
+MAX_EPISODE_FRAMES = 20_000  # an episode is rendered in memory (frames and truth)
+MAX_VIDEOS = 100_000
 CSV_HEADER = ("Video Title", "Video Description", "Video URL", "Download URL", "Filename")
 PROMPT_SEPARATOR = " | "
 
 
 def seconds_to_frames(seconds: float, fps: int) -> int:
-    """Frames in ``seconds`` at ``fps`` (at least 1); non-positive seconds are an error."""
+    """Frames in ``seconds`` at ``fps`` (at least 1, at most :data:`MAX_EPISODE_FRAMES`);
+    non-positive seconds are an error."""
     if not math.isfinite(seconds) or seconds <= 0:
         raise SviError(f"--seconds must be a positive number, got {seconds}")
-    return max(1, round(seconds * fps))
+    frames = max(1, round(seconds * fps))
+    if frames > MAX_EPISODE_FRAMES:
+        raise SviError(f"--seconds {seconds:g} at {fps} fps is {frames} frames; a world episode "
+                       f"has at most {MAX_EPISODE_FRAMES} (it is rendered in memory)")  # fmt: skip
+    return frames
+
+
+def check_video_size(config: WorldConfig) -> None:
+    """The episode's mp4 (yuv420p) needs an even frame size."""
+    if config.size % 2:
+        raise SviError(f"--size {config.size} is odd; a world video needs an even size")
 
 
 def prepare_dir(path: Path) -> Path:
@@ -83,6 +96,7 @@ def write_episode(episode: Episode, out: str | Path, stem: str | None = None) ->
     """Write an episode's files into ``out``; returns {role: path}."""
     from svi.video import write_video
 
+    check_video_size(episode.config)
     out = prepare_dir(Path(out))
 
     def name(plain: str, suffix: str) -> Path:
@@ -127,12 +141,15 @@ def write_dataset(
 
     if kind not in KINDS:
         raise SviError(f"unknown world kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if videos < 1:
-        raise SviError(f"--videos must be >= 1, got {videos}")
+    if not 1 <= videos <= MAX_VIDEOS:
+        raise SviError(f"--videos must be in 1..{MAX_VIDEOS}, got {videos}")
+    if start < 0:
+        raise SviError(f"--start must be >= 0, got {start}")
+    check_video_size(config)
     num_frames = seconds_to_frames(seconds, config.fps)
+    seeds = split_seeds(split, videos, start)  # a bad split or start: before any folder
     folder = prepare_dir(Path(out) / kind)
     rows = []
-    seeds = split_seeds(split, videos, start)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{kind} {split}", total=len(seeds))
         for seed in seeds:
@@ -157,7 +174,10 @@ def contact_sheet(
     """A PNG grid of evenly spaced frames (pose frames underneath for dancing)."""
     from PIL import Image
 
+    if columns < 1:
+        raise SviError(f"--columns must be >= 1, got {columns}")
     count = min(max_frames, episode.num_frames)
+    columns = min(columns, count)  # wider would only add empty cells
     picks = np.linspace(0, episode.num_frames - 1, count).round().astype(int)
     sources = [episode.frames] + ([episode.pose_frames] if episode.pose_frames is not None else [])
     size = episode.config.size

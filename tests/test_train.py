@@ -392,6 +392,8 @@ def test_overrides_take_dotted_keys_and_validate_as_a_recipe() -> None:
         ({"data": {"padding_mix": ["last", "mirror"]}}, "data.padding_mix entries must be"),
         ({"loss_frames": "given"}, "loss_frames must be one of all, generated"),
         ({"weighting": "snr"}, "weighting must be one of none, bell, x0"),
+        ({"steps": 10**10}, "steps must be at most 1000000000"),  # library callers too
+        ({"lora_rank": 5000}, "lora_rank must be at most 4096"),
         ({"dit": {"depth": 6}}, "unknown key dit.depth; known: num_layers"),
         ({"dit": {"num_layers": 0}}, "dit.num_layers must be an integer >= 1"),
         ({"dit": {"patch_size": [1, 2]}}, r"dit.patch_size must be 3 integers"),

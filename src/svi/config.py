@@ -251,6 +251,11 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+# Upper bounds of training counts: past them a value is a typo, does not fit torch's
+# generator, or cannot fit in memory (checked with the recipe, before a run folder exists).
+TRAIN_LIMITS = {"seed": 2**63 - 1, "steps": 10**9, "batch_size": 4096, "lora_rank": 4096}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. Unset model-dependent fields (``preset``, the clip geometry, the
@@ -298,6 +303,10 @@ class TrainConfig:
         for name in ("lora_rank", "lora_alpha"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
+        for name, high in TRAIN_LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and value > high:
+                raise SviError(f"{name} must be at most {high}, got {value}")
         if self.shift is not None:
             shift = _number(self.shift, "shift")
             if not (math.isfinite(shift) and shift > 0):

@@ -18,8 +18,10 @@ session stopped (``svi train --resume`` semantics); finished arms are only score
     python benchmarks/world_study.py                       # every arm of the TOML
     python benchmarks/world_study.py --arms base,gen-loss  # some of them
     python benchmarks/world_study.py --report              # table + plot from the JSON
+    python benchmarks/world_study.py --curves base,x0res   # every checkpoint of those arms
 
-Writes ``benchmarks/results/world_study_val.json`` (+ ``.md``, ``.png``).
+Writes ``benchmarks/results/world_study_val.json`` (+ ``.md``, ``.png``) and, with
+``--curves``, ``world_study_curves_val.json`` (32 validation scenes per checkpoint).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ROOT / "benchmarks" / "world_study.toml"
 RESULTS = ROOT / "benchmarks" / "results" / "world_study_val.json"
+CURVES = ROOT / "benchmarks" / "results" / "world_study_curves_val.json"
 RUNS = ROOT / "runs" / "study"
 SCENES = 64
 log = logging.getLogger("world_study")
@@ -148,6 +151,23 @@ def run_arm(name: str, arm: dict, base_cost: float, base_steps: int, results: di
     }
 
 
+def curve(name: str, scenes: int = 32) -> list[dict]:
+    """Gate figures of every checkpoint of arm ``name`` (EMA weights, the preset's
+    sampler, ``scenes`` validation scenes) against its training minutes alone."""
+    from svi.bench.first_clip import evaluate_first_clip
+    from svi.checkpoint import list_checkpoints
+    from svi.train import checkpoint_model
+    from svi.world import split_seeds
+
+    run, rows = RUNS / name, []
+    for ckpt in list_checkpoints(run):
+        step = int(ckpt.name.split("-")[1])
+        report = evaluate_first_clip(checkpoint_model(ckpt), split_seeds("val", scenes))
+        rows.append({"step": step, **gate(report.to_dict())})
+        log.info("%s step %d: %s", name, step, rows[-1])
+    return rows
+
+
 def _last_loss(run: Path) -> float:
     lines = (run / "log.jsonl").read_text(encoding="utf-8").splitlines()
     return json.loads(lines[-1])["loss"]
@@ -199,12 +219,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", help="comma-separated arm names (default: all)")
     parser.add_argument("--report", action="store_true", help="only rewrite table and plot")
+    parser.add_argument("--curves", help="comma-separated arms: score every checkpoint")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     spec = tomllib.loads(ARMS.read_text(encoding="utf-8"))
     arms = spec["arm"]
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.curves:  # a file of their own: a study may be writing RESULTS meanwhile
+        curves = json.loads(CURVES.read_text()) if CURVES.exists() else {}
+        for name in args.curves.split(","):
+            curves[name] = curve(name)
+            CURVES.write_text(json.dumps(curves, indent=1) + "\n")
+        return
     if not args.report:
         chosen = args.arms.split(",") if args.arms else list(arms)
         base_cost = step_cost(arm_config(arms["base"]))

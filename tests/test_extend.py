@@ -123,3 +123,28 @@ def test_a_video_shorter_than_the_carry_is_refused(model, video, tmp_path) -> No
     with pytest.raises(SviError, match="has 1 frame; the hand-off carries 2"):
         run_generate(_request(model, short, out))
     assert not out.exists() and not manifest_path(out).exists()
+
+
+def test_a_wan_2_0_pro_extension_carries_the_last_frame_as_a_latent(video, tmp_path) -> None:
+    """Tiny Wan 2.2 A14B with --variant 2.0-pro (latent hand-off, anchor-first, head
+    stitching): the video's last frame is encoded by the VAE into clip 0's carried latent;
+    another last frame, another clip 0; the output is the video then 2 x (9 - 4) frames."""
+    from wan_fixtures import build_tiny_wan_folder
+
+    folder = build_tiny_wan_folder(tmp_path, "wan2.2-i2v-a14b")
+    frames = read_video(video)
+    other = tmp_path / "other.mp4"
+    write_video(other, np.concatenate([frames[:-1], frames[:1]]), fps=12)
+
+    def run(source: Path, out: Path) -> np.ndarray:
+        run_generate(GenerateRequest(out=out, model=str(folder), height=32, width=32,
+                                     num_frames=9, extend=source, prompt="a cat", clips=2,
+                                     config=GenerationConfig(variant="2.0-pro", steps=2),
+                                     lossless=True, progress=False))  # fmt: skip
+        return read_video(out)
+
+    a, b = run(video, tmp_path / "a.mp4"), run(other, tmp_path / "b.mp4")
+    plan = __import__("json").loads(manifest_path(tmp_path / "a.mp4").read_text())["inputs"]["plan"]
+    assert (plan["handoff"], plan["padding"], plan["skip_first"]) == ("latent", "anchor-first", 4)
+    assert len(a) == len(b) == 10 + 2 * 5
+    assert not np.array_equal(a[10:15], b[10:15])

@@ -302,3 +302,28 @@ def test_json_form_round_trips(
 def test_text_form_round_trips(prompts: list[str]) -> None:
     text = "# header\n\n" + "\n".join(prompts) + "\n"
     assert parse_prompt_stream(text, fmt="text") == [p.strip() for p in prompts]
+
+
+def test_entries_may_set_lora_strengths_for_the_clips_they_cover() -> None:
+    from svi.prompt_stream import parse_prompt_entries
+
+    text = ('[{"prompt": "a", "clips": 2, "loras": {"style": 0.5}}, "b", '
+            '{"prompt": "c", "loras": {}}]')  # fmt: skip
+    prompts, loras = parse_prompt_entries(text)
+    assert prompts == ["a", "a", "b", "c"]
+    assert loras == [{"style": 0.5}, {"style": 0.5}, {}, {}]
+    assert parse_prompt_entries("one\ntwo\n") == (["one", "two"], [{}, {}])
+
+
+@pytest.mark.parametrize(
+    ("loras", "says"),
+    [(".nan", "finite"), (".inf", "finite"), ("1e9", "finite"), ("yes", "finite"),
+     ("[style]", "must map LoRA names")],
+)  # fmt: skip
+def test_a_bad_lora_strength_names_the_line(loras: str, says: str) -> None:
+    from svi.prompt_stream import parse_prompt_entries
+
+    text = f"- a\n- prompt: b\n  loras: {{style: {loras}}}\n" if "[" not in loras else (
+        f"- a\n- prompt: b\n  loras: {loras}\n")  # fmt: skip
+    with pytest.raises(SviError, match=rf"p\.yaml:2: .*{says}"):
+        parse_prompt_entries(text, "p.yaml", fmt="yaml")

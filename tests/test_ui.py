@@ -261,3 +261,23 @@ def test_svi_ui_stopped_by_a_signal_exits_as_stopped(model: Path, tmp_path: Path
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: interrupted ({signum}): svi ui stopped; every session was "
                       "finalised"], err  # fmt: skip
+
+
+def test_a_video_upload_is_a_start_to_continue(app: Callbacks, model: Path, tmp_path) -> None:
+    """Issue 27: a video as the start - the session's video is the upload (fitted to the
+    clip size) followed by the new frames; the manifest records the upload's hash."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (7, 24, 40, 3), np.uint8)  # noise, another aspect
+    upload = tmp_path / "upload.gif"  # a GIF of 10 fps, written with Pillow
+    first, *rest = [Image.fromarray(f) for f in frames]
+    first.save(upload, save_all=True, append_images=rest, duration=100, loop=0)
+    job = _run(app, _form(model, prompts="a red disc bounces", extend=str(upload), amount=2))
+    assert job.state == DONE, job.error
+    manifest = json.loads(manifest_path(job.out).read_text())
+    assert manifest["inputs"]["extend"]["sha256"] == _digest(job.out.parent / "extend.gif")
+    assert _digest(job.out.parent / "extend.gif") == _digest(upload)
+    assert manifest["inputs"]["plan"]["fps"] == 10
+    assert len(read_video(job.out)) == manifest["frames_written"] == 7 + 2 * 3

@@ -146,3 +146,37 @@ def test_generate_watch_stop_branch_download(served, tmp_path: Path) -> None:
     assert manifest["branch"]["clip"] == 2 and len(manifest["clips"]) == 4
     assert len(read_video(got)) == manifest["frames_written"] == 4 * 3 + 2
     assert shot.is_file()
+
+
+def test_edit_the_prompts_of_a_running_job(served) -> None:
+    """Issue 27: the prompt stream stays editable while a job runs; the clips not started
+    yet follow the edit, the finished ones stay, the manifest says from which clip."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, sessions = served
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url)
+        page.locator("#prompts textarea").fill("a red disc bounces")
+        _field(page, "steps").fill("60")  # slow enough to edit while it runs
+        page.locator("#amount input").fill("8")
+        page.locator("#generate").click()
+        _wait_state(page, "running")
+        _wait_clips(page, 1)
+        page.locator("#prompts textarea").fill("the red disc turns yellow")
+        page.locator("#steer").click()
+        page.wait_for_function(
+            "() => /steer|edited|error/.test(document.querySelector('#message')?.innerText)",
+            timeout=TIMEOUT_MS,
+        )
+        said = page.locator("#message").inner_text()
+        assert "follow the edited prompt stream" in said, said
+        _wait_state(page, "done")
+        sid = page.locator("#session input").input_value()
+        browser.close()
+    manifest = json.loads(manifest_path(sessions / sid / f"{sid}.mp4").read_text())
+    (edit,) = manifest["edits"]
+    k = edit["from_clip"]
+    assert 1 <= k < 8 and edit["prompt_texts"] == ["the red disc turns yellow"]
+    assert all(c["prompt_index"] == 0 for c in manifest["clips"][:k])
+    assert all(c["prompt"] == "the red disc turns yellow" for c in manifest["clips"][k:])

@@ -7,10 +7,11 @@ clip k is built as an interrupted run of the new settings: the source's stitched
 before clip k (``plan.written(k)``), its first k clip records and its state after clip
 k-1 are written under the new output, and the ordinary resume continues from there
 (:func:`svi.session.generate_to_file`), so a branch runs the same code as every
-generation. The video is the source's file copied as it is and cut back to the end of
-clip k-1 by the resume (its clips are not encoded again), so the branch must use the
-source's encoding (``lossless`` or not). Branching with the source's own settings
-reproduces the source exactly (tested).
+generation. A branch with its source's prompt stream also follows the source's edits
+(:mod:`svi.steering`): a steered video is reproduced as well. The video is the source's
+file copied as it is and cut back to the end of clip k-1 by the resume (its clips are
+not encoded again), so the branch must use the source's encoding (``lossless`` or
+not). Branching with the source's own settings reproduces the source exactly (tested).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def branch(
     if out.exists() or manifest_path(out).exists() or VideoWriter.partial_path_for(out).exists():
         raise SviError(f"{out} exists: a branch never overwrites a session")
     p = prepare_generation(replace(req, resume=False, overwrite=False))
-    inputs = describe_inputs(p.pipe, p.start, p.prompts, p.plan, p.drive)
+    inputs = describe_inputs(p.pipe, p.start, p.prompts, p.plan, p.drive, p.extend)
     _check_compatible(old["inputs"], inputs, p.plan.clips, clip)
     frames = p.plan.written(clip)
     # the source's encoded clips as they are: the resume cuts the copy back to clip k
@@ -74,12 +75,14 @@ def branch(
                 "status": "interrupted", "started": time.time(), "clips": records,
                 "frames_written": frames, "tail_frames": 0,
                 "branch": {"source": str(source), "clip": clip}}  # fmt: skip
+    if old.get("edits") and _same_stream(old["inputs"], inputs):
+        manifest["edits"] = old["edits"]  # the source's steering: the branch follows it too
     state_path(out, clip - 1).parent.mkdir(exist_ok=True)
     shutil.copyfile(state, state_path(out, clip - 1))
     write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
     return generate_to_file(p.pipe, p.start, p.prompts, p.plan, out, lossless=req.lossless,
                             resume=True, progress=req.progress, drive=p.drive,
-                            hooks=hooks)  # fmt: skip
+                            hooks=hooks, prefix=p.prefix, extend=p.extend)  # fmt: skip
 
 
 def _source_video(source: Path) -> Path:
@@ -100,6 +103,13 @@ def _check_compatible(old: dict, new: dict, clips: int, clip: int) -> None:
         raise SviError(f"a branch keeps its source's clip layout; changed: {', '.join(changed)}")
     if clips and clips <= clip:
         raise SviError(f"the branch asks for {clips} clips in all: more than the {clip} it keeps")
+
+
+def _same_stream(old: dict, new: dict) -> bool:
+    """The same prompt stream (texts, order, LoRA strengths): a branch with its source's
+    stream follows the source's edits (:mod:`svi.steering`) and reproduces it."""
+    keys = ("prompt_texts", "prompt_stream", "prompt_loras")
+    return all(old.get(k) == new.get(k) for k in keys)
 
 
 def _with_prompt_text(record: dict, texts: list[str]) -> dict:

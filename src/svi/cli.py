@@ -203,6 +203,15 @@ def generate(
     image: Path | None = typer.Option(
         None, dir_okay=False, help="Start image (any picture; fitted to size)."
     ),
+    extend: Path | None = typer.Option(
+        None,
+        help="Continue this video (mp4 / webm / gif / ...): its last frames carry into the "
+        "first clip, its first frame (or --image) is the anchor, its size and fps the "
+        "clip's; the output is the video followed by the new frames.",
+    ),
+    new_only: bool = typer.Option(
+        False, "--new-only", help="With --extend: write the new frames alone."
+    ),
     prompt: str | None = typer.Option(None, help="One prompt for every clip."),
     prompts: Path | None = typer.Option(None, help="Prompt stream file: one prompt per clip."),
     first_prompt_only: bool | None = typer.Option(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from svi.models.offload import MemoryMode, Placement, execution_device, place
 from svi.pixels import to_signed, to_uint8
 from svi.plan import GenerationConfig, GenerationPlan, resolve_plan
 from svi.sampling import clip_noise, sample_latents
+from svi.steering import PromptSource, Stream
 
 if TYPE_CHECKING:
     from svi.conditions.drive import Drive
@@ -62,6 +63,15 @@ class Clip:
     carry: Carry
     seconds: float
     info: dict = field(default_factory=dict)
+    stream: Stream | None = None  # the prompt stream clip k followed (svi.steering)
+    loras: dict[str, float] = field(default_factory=dict)  # attached LoRAs' strengths
+
+
+def lora_names(entry: dict) -> set[str]:
+    """The names a prompt stream calls a loaded LoRA by: its file's stem, also without a
+    trailing ``_lora`` (the shipped ``svi_lora.safetensors`` is ``svi``)."""
+    stem = Path(entry["path"]).name.removesuffix(".safetensors")
+    return {stem, stem.removesuffix("_lora")}
 
 
 EXPERTS = ("high", "low")  # LoRA targets: Wan 2.2 A14B's high- / low-noise expert
@@ -90,6 +100,7 @@ class SVIPipeline:
         self.loras: list[dict] = []
         self.memory = memory or MemoryMode()  # applied at the first clip (svi.models.offload)
         self._placement: Placement | None = None
+        self._scales: dict[str, float] = {}  # attached LoRAs' strengths as last set
 
     @classmethod
     def from_pretrained(
@@ -153,11 +164,20 @@ class SVIPipeline:
                            "--lora-low needs Wan 2.2 A14B")  # fmt: skip
         return self.bundle.transformer_2
 
-    def load_lora(self, path: str | Path, scale: float = 1.0, expert: str = "high") -> dict:
+    def load_lora(
+        self,
+        path: str | Path,
+        scale: float = 1.0,
+        expert: str = "high",
+        adapter: bool | Collection[str] = False,
+    ) -> dict:
         """Merge a LoRA file (any known key form) into the DiT of ``expert`` (see
         :meth:`expert_dit`) at strength ``scale``; the entry is kept in ``self.loras``.
         On the embedded model a short name picks a shipped LoRA: ``"clean"`` (the
-        clean-data baseline of the default ``"svi"`` ERFT LoRA)."""
+        clean-data baseline of the default ``"svi"`` ERFT LoRA). ``adapter`` (True, or
+        names of which one is this LoRA's, :func:`lora_names`): attach it as a peft
+        adapter instead, whose strength a prompt stream may change between clips
+        (:meth:`set_lora_scales`) without reloading weights."""
         from svi.conditions.adapters import attach_for_file
         from svi.lora import apply_lora, lora_fingerprint, read_lora_metadata
 
@@ -177,9 +197,15 @@ class SVIPipeline:
                                f"merged at strength {other['scale']:g}; give it once, with "
                                "the strength you want")  # fmt: skip
         condition = attach_for_file(dit, path, self.bundle.codec, self.bundle.preset.family)
-        report = apply_lora(dit, path, scale=scale, merge=True)
+        names = lora_names({"path": str(path)})
+        if not isinstance(adapter, bool):
+            adapter = bool(names & set(adapter))
+        name = min(names, key=len) if adapter else None
+        report = apply_lora(dit, path, scale=scale, merge=not adapter, adapter_name=name)
         entry = {"path": str(path), "expert": expert, "scale": scale,
                  "sha256": digest, "modules": report.n_modules}  # fmt: skip
+        if adapter:  # absent for merged ones: the records of older manifests unchanged
+            entry["adapter"] = report.adapter_name
         if condition is not None:
             entry["condition"] = condition
         training = read_lora_metadata(path).get("training")
@@ -187,6 +213,40 @@ class SVIPipeline:
             entry["padding"] = training["data"].get("padding")  # the format it was trained on
         self.loras.append(entry)
         return entry
+
+    def lora_named(self, name: str) -> dict | None:
+        """The loaded LoRA a prompt stream calls ``name`` (:func:`lora_names`)."""
+        return next((e for e in self.loras if name in lora_names(e)), None)
+
+    def set_lora_scales(self, scales: dict[str, float]) -> dict[str, float]:
+        """Give every attached LoRA its strength for the next clip: ``scales[name]``,
+        else the one it was loaded with. Returns ``{name: strength}`` of the attached
+        ones (``{}`` when every LoRA is merged)."""
+        from svi.lora import set_lora_scale
+
+        self.check_lora_names(scales)
+        used = {}
+        for entry in (e for e in self.loras if "adapter" in e):
+            name = entry["adapter"]
+            scale = next((s for n, s in scales.items() if n in lora_names(entry)), entry["scale"])
+            if self._scales.get(name) != scale:
+                set_lora_scale(self.expert_dit(entry["expert"]), name, scale)
+                self._scales[name] = scale
+            used[name] = scale
+        return used
+
+    def check_lora_names(self, names: Collection[str]) -> None:
+        """SviError unless every name is a LoRA attached as an adapter."""
+        loaded = sorted(min(lora_names(e), key=len) for e in self.loras)
+        for name in sorted(names):
+            entry = self.lora_named(name)
+            if entry is None:
+                raise SviError(f"the prompt stream sets LoRA {name!r}, which is not loaded "
+                               f"(loaded: {', '.join(loaded) or 'none'}; give it with "
+                               "--lora)")  # fmt: skip
+            if "adapter" not in entry:
+                raise SviError(f"LoRA {name!r} is merged into the weights: its strength "
+                               "cannot change per clip")  # fmt: skip
 
     def lora_padding(self) -> str | None:
         """The conditioning padding the loaded LoRAs were trained with (first one wins)."""
@@ -219,7 +279,7 @@ class SVIPipeline:
     def generate(
         self,
         start: np.ndarray,
-        prompts: list[str],
+        prompts: list[str] | Stream | PromptSource,
         config: GenerationConfig | GenerationPlan,
         *,
         first_clip: int = 0,
@@ -233,18 +293,25 @@ class SVIPipeline:
         ``config`` is resolved by :meth:`plan` unless it already is a plan. To resume,
         pass the ``carry`` of clip ``first_clip - 1``. ``drive`` (audio or pose stream,
         :mod:`svi.conditions.drive`) conditions clip k on its part of the stream.
+        ``prompts``: a list, a :class:`~svi.steering.Stream` (with per-entry LoRA
+        strengths) or a :class:`~svi.steering.PromptSource` the caller may change
+        between clips: clip k follows the stream in effect when it starts.
         """
         if not prompts:
             raise SviError("at least one prompt is needed")
-        plan = config if isinstance(config, GenerationPlan) else self.plan(config, prompts)
+        source = PromptSource.wrap(prompts)
+        first = list(source.first.prompts)
+        plan = config if isinstance(config, GenerationPlan) else self.plan(config, first)
         b, m = self.bundle, plan.motion_frames
-        device = self._ready([prompts], plan)
+        device = self._ready([list(s.prompts) for s in source.streams()], plan)
         anchor = to_signed(start[0])[None]  # (1, 3, H, W)
-        carry = carry or Carry(frames=start[-plan.num_frames + 1 :])
+        carry = carry or self.first_carry(start, plan)
         k = first_clip
         while plan.clips == 0 or k < plan.clips:
             t0 = time.perf_counter()
-            prompt = self.prompt_for(prompts, k, plan)
+            stream = source.stream_for(k)
+            entry = stream.entry(k, plan)
+            prompt, loras = stream.prompts[entry], self.set_lora_scales(stream.loras[entry])
             y, text, neg, experts = self._clip_inputs([carry], [anchor], [prompt], plan)
             if drive is not None:  # clip k's part of the audio / pose stream
                 experts = replace(experts, drive=drive.clip(k, plan.num_frames, m))
@@ -262,7 +329,8 @@ class SVIPipeline:
             carry = Carry(frames=frames[-m:], latents=latent_carry)
             kept = plan.kept(k)
             yield Clip(k, prompt, seed, frames, frames[kept], frames[kept.stop :], carry,
-                       time.perf_counter() - t0, {"tries": tries} if tries else {})  # fmt: skip
+                       time.perf_counter() - t0, {"tries": tries} if tries else {},
+                       stream, loras)  # fmt: skip
             k += 1
 
     def generate_batch(
@@ -314,6 +382,20 @@ class SVIPipeline:
             yield out
             if on_clip is not None:
                 on_clip()
+
+    def first_carry(self, start: np.ndarray, plan: GenerationPlan) -> Carry:
+        """Clip 0's conditioning: the start frames; an extension (``plan.skip_first``)
+        carries the extended video's last ``carried_frames`` frames as a finished clip
+        would - pixels, or their latents for the latent hand-off."""
+        if not plan.skip_first:
+            return Carry(frames=start[-plan.num_frames + 1 :])
+        frames = start[-plan.carried_frames :]  # (carried, H, W, 3)
+        if plan.handoff != "latent":
+            return Carry(frames=frames)
+        video = to_signed(frames).movedim(0, 1)[None]  # (1, 3, carried, H, W)
+        with torch.no_grad():
+            latents = self.bundle.codec.encode(video)  # (1, C, M, h, w)
+        return Carry(frames=frames[-plan.motion_frames :], latents=latents.detach().cpu())
 
     def _clip_inputs(self, carries: list[Carry], anchors: list[torch.Tensor],
                      prompts: list[str], plan: GenerationPlan):  # fmt: skip

@@ -63,6 +63,8 @@ class GenerationConfig:
     max_rerolls: int | None = None  # ... at most this many times (default 3)
     few_step: str | None = None  # a distillation LoRA's sampler numbers (svi.fewstep)
     clip_preprocess: str | None = None  # Wan 2.1 CLIP input: official | diffusers
+    extend: int | None = None  # frames of a video to continue (None: a fresh start)
+    new_only: bool = False  # an extension's output without the input video's frames
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,17 +102,22 @@ class GenerationPlan:
     max_rerolls: int = 0
     few_step: str | None = None  # the few-step setting behind steps / cfg / shift
     clip_preprocess: str | None = None  # svi.models.clip: official | diffusers (CLIP models)
+    extend_frames: int = 0  # frames of an extended video written before clip 0
+    skip_first: int = 0  # frames dropped from clip 0: it regenerates the extended video's
 
     def clip_seed(self, k: int) -> int:
         return self.seed + k * self.seed_stride
 
     def kept(self, k: int) -> slice:
         """The frames of clip k that stitching appends at once (the tail only at the end)."""
-        return slice(self.stitch_head if k else 0, self.num_frames - self.stitch_tail)
+        return slice(self.stitch_head if k else self.skip_first, self.num_frames - self.stitch_tail)
 
     def written(self, clips: int) -> int:
-        """Frames appended after ``clips`` clips, before the last clip's tail."""
-        return clips * self.new_frames + self.stitch_head if clips else 0
+        """Frames appended after ``clips`` clips, before the last clip's tail (an extended
+        video's frames included)."""
+        if not clips:
+            return 0
+        return self.extend_frames + clips * self.new_frames + self.stitch_head - self.skip_first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,12 +252,13 @@ def resolve_plan(
     head, tail = (_int("--overlap", overlap, 0, f - 1), 0) if stitch == "head" else (0, carried)
     clips = _int("--clips", config.clips, 0, MAX_CLIPS)
     new = f - head - tail
+    extend, skip = _extension(config, carried, head if stitch == "head" else carried, f - tail)
     return GenerationPlan(
         height=preset.height, width=preset.width, num_frames=f, latent_frames=latent_frames,
         fps=_int("--fps", fps if fps is not None else s.get("fps", preset.fps), 1, 1000),
         clips=clips, handoff=handoff, motion_frames=m, carried_frames=carried,
         stitch_head=head, stitch_tail=tail, new_frames=new,
-        total_frames=f + (clips - 1) * new if clips else None,
+        total_frames=extend + f - skip + (clips - 1) * new if clips else None,
         padding=padding, mask=preset.mask,
         steps=_int("--steps", s.get("steps", preset.steps), 1, MAX_STEPS),
         cfg=_float("--cfg", s.get("cfg", preset.cfg), 0.0, MAX_CFG),
@@ -262,7 +270,23 @@ def resolve_plan(
         prompt_repeat=_int("prompt repeat", s.get("prompt_repeat", 1), 1),
         **_reroll(config), few_step=s.get("few_step"),
         clip_preprocess=clip_preprocess if image_tokens else None,  # only where CLIP runs
+        extend_frames=extend, skip_first=skip,
     )  # fmt: skip
+
+
+def _extension(config: GenerationConfig, carried: int, skip: int, kept: int) -> tuple[int, int]:
+    """(frames of the extended video written first, frames dropped from clip 0): clip 0
+    carries the video's last ``carried`` frames and regenerates them (``skip``)."""
+    if config.extend is None:
+        return 0, 0
+    frames = _int("frames of the video to extend", config.extend, 1)
+    if frames < carried:
+        raise SviError(f"the video to extend has {frames} frame{'s' * (frames != 1)}; the "
+                       f"hand-off carries {carried} into the first clip")  # fmt: skip
+    if skip >= kept:
+        raise SviError(f"an extension drops the {skip} regenerated frames of its first clip, "
+                       f"which keeps {kept}: use fewer --motion-frames")  # fmt: skip
+    return (0 if config.new_only else frames), skip
 
 
 def _reroll(config: GenerationConfig) -> dict:

@@ -3,7 +3,9 @@
 :func:`read_prompt_stream` / :func:`parse_prompt_stream` read the list of per-clip
 prompts from a Python-style list (``prompts = ["a", 'b',]``; parsed with :mod:`ast`,
 never executed), plain text (one prompt per line, ``#`` comments), JSON or YAML (strings
-or ``{"prompt": ..., "clips": n}`` / ``{"prompt": ..., "seconds": s}`` objects).
+or ``{"prompt": ..., "clips": n}`` / ``{"prompt": ..., "seconds": s}`` objects, which
+may also set LoRA strengths for the clips they cover: ``loras: {name: scale}``;
+:func:`read_prompt_entries` returns them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ _DETECTED_HINT = (
     " (read as a Python-style list because the first prompt line starts with '[' or "
     "'name = ['; plain-text prompt files must not start that way)"
 )
-_ITEM_KEYS = frozenset({"prompt", "clips", "seconds"})
+_ITEM_KEYS = frozenset({"prompt", "clips", "seconds", "loras"})
 _NODE_NAMES = {
     "Call": "a function call",
     "Name": "a bare name",
@@ -49,6 +51,14 @@ def read_prompt_stream(path: PathLike, seconds_per_clip: float | None = None) ->
     The format comes from the suffix (``.json``, ``.yaml``/``.yml``, ``.py``) or, for
     any other suffix (``.txt``, ...), from the content. The file must be UTF-8.
     """
+    return read_prompt_entries(path, seconds_per_clip)[0]
+
+
+def read_prompt_entries(
+    path: PathLike, seconds_per_clip: float | None = None
+) -> tuple[list[str], list[dict[str, float]]]:
+    """The prompts of a prompt-stream file and, per prompt, the LoRA strengths its item
+    sets (``loras: {name: scale}``; ``{}``: the loaded strengths)."""
     file = check_input_file(path)
     raw = file.read_bytes()
     try:
@@ -59,7 +69,7 @@ def read_prompt_stream(path: PathLike, seconds_per_clip: float | None = None) ->
             f"{file}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from exc
     fmt = _SUFFIX_FORMATS.get(file.suffix.lower())
-    return parse_prompt_stream(text, str(file), seconds_per_clip=seconds_per_clip, fmt=fmt)
+    return parse_prompt_entries(text, str(file), seconds_per_clip=seconds_per_clip, fmt=fmt)
 
 
 def parse_prompt_stream(
@@ -89,6 +99,18 @@ def parse_prompt_stream(
     Errors (SviError) name ``source`` and the line: syntax errors (where the parser
     reports them), bad items, empty prompts, or no prompts at all.
     """
+    return parse_prompt_entries(text, source, seconds_per_clip=seconds_per_clip, fmt=fmt)[0]
+
+
+def parse_prompt_entries(
+    text: str,
+    source: str = "<string>",
+    *,
+    seconds_per_clip: float | None = None,
+    fmt: str | None = None,
+) -> tuple[list[str], list[dict[str, float]]]:
+    """:func:`parse_prompt_stream`, with each prompt's LoRA strengths: a JSON / YAML item
+    may set ``"loras": {name: scale}`` (finite numbers) for the clips it covers."""
     if seconds_per_clip is not None and not seconds_per_clip > 0:
         raise SviError(f"seconds_per_clip must be positive, got {seconds_per_clip!r}")
     text = text.removeprefix("\ufeff")
@@ -96,15 +118,16 @@ def parse_prompt_stream(
     fmt = fmt or _detect_prompt_format(text)
     if fmt not in _PROMPT_FORMATS:
         raise SviError(f"{source}: unknown prompt format {fmt!r}; use one of {_PROMPT_FORMATS}")
+    loras: list[dict[str, float]] | None = None
     if fmt == "python":
         prompts = _parse_python_list(text, source, detected)
     elif fmt == "text":
         prompts = _parse_text_lines(text)
     else:
-        prompts = _parse_structured(text, source, fmt, seconds_per_clip)
+        prompts, loras = _parse_structured(text, source, fmt, seconds_per_clip)
     if not prompts:
         raise SviError(f"{source}: no prompts found (the file is empty or only has comments)")
-    return prompts
+    return prompts, loras or [{} for _ in prompts]
 
 
 def _first_code_line(text: str) -> str | None:
@@ -206,11 +229,12 @@ def _string_element(element: ast.expr, text: str, source: str) -> str:
 
 def _parse_structured(
     text: str, source: str, fmt: str, seconds_per_clip: float | None
-) -> list[str]:
-    """Prompts from JSON or YAML text (syntax checked, then each item expanded)."""
+) -> tuple[list[str], list[dict[str, float]]]:
+    """Prompts and their LoRA strengths from JSON or YAML text (syntax checked, then
+    each item expanded)."""
     data = _load_json(text, source) if fmt == "json" else _load_yaml(text, source)
     if data is None:
-        return []
+        return [], []
     items = data["prompts"] if isinstance(data, dict) and set(data) == {"prompts"} else data
     if not isinstance(items, list):
         raise SviError(
@@ -219,11 +243,34 @@ def _parse_structured(
         )
     lines = _item_lines(text)
     prompts: list[str] = []
+    loras: list[dict[str, float]] = []
     for index, item in enumerate(items):
         where = _item_location(source, lines, index)
         prompt, repeats = _expand_item(item, where, seconds_per_clip)
         prompts.extend([prompt] * repeats)
-    return prompts
+        scales = _lora_scales(item.get("loras"), where) if isinstance(item, dict) else {}
+        loras.extend(dict(scales) for _ in range(repeats))
+    return prompts, loras
+
+
+def _lora_scales(value: Any, where: str) -> dict[str, float]:
+    """An item's ``loras``: LoRA name -> finite strength (names: the loaded LoRA files'
+    stems, checked against the loaded ones when a generation starts)."""
+    from svi.lora.apply import MAX_STRENGTH
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SviError(f'{where}: "loras" must map LoRA names to strengths, e.g. '
+                       f"{{style: 0.8}}, got {type(value).__name__}")  # fmt: skip
+    scales = {}
+    for name, scale in value.items():
+        number = isinstance(scale, int | float) and not isinstance(scale, bool)
+        if not (number and math.isfinite(scale) and abs(scale) <= MAX_STRENGTH):
+            raise SviError(f"{where}: the strength of LoRA {name!r} must be a finite number "
+                           f"within +-{MAX_STRENGTH:g}, got {scale!r}")  # fmt: skip
+        scales[str(name)] = float(scale)
+    return scales
 
 
 def _load_json(text: str, source: str) -> Any:
@@ -283,7 +330,8 @@ def _expand_item(item: Any, where: str, seconds_per_clip: float | None) -> tuple
         )
     unknown = sorted(str(key) for key in item if key not in _ITEM_KEYS)
     if unknown:
-        raise SviError(f"{where}: unknown key(s) {unknown}; allowed: prompt, clips, seconds")
+        raise SviError(f"{where}: unknown key(s) {unknown}; allowed: prompt, clips, seconds, "
+                       "loras")  # fmt: skip
     if not isinstance(item.get("prompt"), str):
         raise SviError(f'{where}: item needs a "prompt" string')
     prompt = _non_empty_prompt(item["prompt"], where)

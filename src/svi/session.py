@@ -2,8 +2,10 @@
 
 Next to ``OUT.mp4`` the session keeps (written atomically after every clip):
 
-- ``OUT.svi.json``: the manifest - inputs (prompts, start image hash, model, LoRAs
-  with path, expert, scale and hash, settings), per-clip prompt/seed/timing, frames
+- ``OUT.svi.json``: the manifest - inputs (prompts and per-segment LoRA strengths,
+  start image hash, an extended video's sha256, model, LoRAs with path, expert, scale
+  and hash, settings), per-clip prompt/LoRA strengths/seed/timing, the edits of a
+  steered prompt stream (:mod:`svi.steering`: from which clip, when), frames
   written, status, and the memory mode (:mod:`svi.models.offload`; not an input: a
   resume may use another, which is logged and recorded);
 - ``OUT.svi-state/after-clip-K.safetensors``: the hand-off of finished clip K
@@ -57,6 +59,7 @@ from svi.errors import SviError
 from svi.interrupts import Interrupted
 from svi.pipeline import Carry, SVIPipeline
 from svi.plan import GenerationConfig, GenerationPlan
+from svi.steering import PromptSource, Stream
 from svi.video import VideoWriter, write_video
 
 if TYPE_CHECKING:
@@ -149,13 +152,18 @@ def _sha256(array: np.ndarray) -> str:
 def describe_inputs(
     pipe: SVIPipeline,
     start: np.ndarray,
-    prompts: list[str],
+    prompts: list[str] | Stream | PromptSource,
     plan: GenerationPlan,
     drive: Drive | None = None,
+    extend: dict | None = None,
 ) -> dict[str, Any]:
+    """What determines the output (``extend``: the extended video's record, absent
+    without one, as ``drive``)."""
     from svi.fingerprint import fingerprint_model
 
     extra = {} if drive is None else {"drive": drive.describe()}  # absent: keys unchanged
+    if extend is not None:
+        extra["extend"] = extend
     return {
         "model": pipe.bundle.source,
         "model_fingerprint": fingerprint_model(pipe.bundle.source),
@@ -163,18 +171,10 @@ def describe_inputs(
         "loras": pipe.loras,
         "start_frames_sha256": _sha256(start),
         "start_shape": list(start.shape),
-        **_prompt_table(prompts),
+        **PromptSource.wrap(prompts).first.table(),
         "plan": plan.to_dict(),
         **extra,
     }
-
-
-def _prompt_table(prompts: list[str]) -> dict[str, list]:
-    """The stream as distinct texts + one index per entry: a long prompt repeated over
-    many clips is stored once (clip records refer to the same indices)."""
-    texts: dict[str, int] = {}
-    stream = [texts.setdefault(p, len(texts)) for p in prompts]
-    return {"prompt_texts": list(texts), "prompt_stream": stream}
 
 
 def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
@@ -197,7 +197,7 @@ def _changed_inputs(stored: dict[str, Any], inputs: dict[str, Any]) -> list[str]
 
 # What a run did before its plan recorded these fields (where it applied: the new value
 # is not None): Wan 2.1's CLIP input came from the diffusers processor.
-_BEFORE_FIELDS = {"clip_preprocess": "diffusers"}
+_BEFORE_FIELDS = {"clip_preprocess": "diffusers", "extend_frames": 0, "skip_first": 0}
 
 
 def _recorded(plan: dict[str, Any], field: str, new: Any) -> Any:
@@ -220,7 +220,7 @@ def _check_evidence(manifest: dict[str, Any], inputs: dict[str, Any], path: Path
         raise _edited(path, f"inputs.{name}", _field(recorded, name), _field(current, name))
     plan = GenerationPlan(**current["plan"])
     texts = current["prompt_texts"]
-    stream = [texts[i] for i in current["prompt_stream"]]
+    streams = PromptSource.recorded(current, manifest.get("edits"))
     copied = (manifest.get("branch") or {}).get("clip", 0)  # a branch's clips: its source's
     for k, record in enumerate(manifest["clips"]):
         if not isinstance(record, dict) or record.get("index") != k:
@@ -233,9 +233,14 @@ def _check_evidence(manifest: dict[str, Any], inputs: dict[str, Any], path: Path
             raise _edited(path, f"clips[{k}].tries", record.get("tries"))
         if record.get("seed") != seed:
             raise _edited(path, f"clips[{k}].seed", record.get("seed"), seed)
-        prompt = texts.index(_prompt_for(stream, k, plan))
-        if record.get("prompt_index") != prompt:
-            raise _edited(path, f"clips[{k}].prompt_index", record.get("prompt_index"), prompt)
+        stream = streams.stream_for(k)
+        prompt = stream.prompts[stream.entry(k, plan)]
+        if prompt not in texts:  # a prompt of an edit (svi.steering): recorded as text
+            if record.get("prompt") != prompt:
+                raise _edited(path, f"clips[{k}].prompt", record.get("prompt"), prompt)
+        elif record.get("prompt_index") != texts.index(prompt):
+            raise _edited(path, f"clips[{k}].prompt_index", record.get("prompt_index"),
+                          texts.index(prompt))  # fmt: skip
     # frames: the clips' (plan.written), then the last clip's tail - in a finished video,
     # and in a stopped one as tail_frames (a crashed run has not written it)
     n, status, tail = len(manifest["clips"]), manifest.get("status"), manifest.get("tail_frames", 0)
@@ -259,13 +264,6 @@ def _kept_seed(tries: Any, plan: GenerationPlan, k: int) -> int | None:
         return None
     kept = [t["seed"] for t in tries if t.get("kept") is True]
     return kept[0] if len(kept) == 1 else None
-
-
-def _prompt_for(stream: list[str], k: int, plan: GenerationPlan) -> str:
-    """Clip k's prompt (as :meth:`SVIPipeline.prompt_for`)."""
-    if plan.first_prompt_only:
-        return stream[0]
-    return stream[min(k // plan.prompt_repeat, len(stream) - 1)]
 
 
 def _field(inputs: dict[str, Any], name: str) -> Any:
@@ -321,7 +319,7 @@ def _guarded(generate):
 def generate_to_file(
     pipe: SVIPipeline,
     start: np.ndarray,
-    prompts: list[str],
+    prompts: list[str] | Stream | PromptSource,
     config: GenerationConfig | GenerationPlan,
     out: Path,
     *,
@@ -334,23 +332,46 @@ def generate_to_file(
     progress: bool = True,
     drive: Drive | None = None,
     hooks: Hooks | None = None,
+    prefix: np.ndarray | None = None,
+    extend: dict | None = None,
 ) -> dict[str, Any]:
     """Generate ``plan.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest.
 
+    An extension (``plan.extend_frames``) writes ``prefix``, the extended video's frames
+    (F', H, W, 3) uint8, before clip 0; ``extend`` is its record in the inputs.
     ``config`` is resolved to a plan (:meth:`SVIPipeline.plan`) before any file is touched.
     ``drive``: the audio / pose stream of a conditional adapter (recorded in the manifest;
     clip k's part of it depends on k alone, so a resume reads the same stream position).
-    ``hooks``: callbacks of an app (:class:`Hooks`).
+    ``hooks``: callbacks of an app (:class:`Hooks`). ``prompts``: a list, a
+    :class:`~svi.steering.Stream` or a :class:`~svi.steering.PromptSource` that the
+    caller may change between clips (from another thread): every clip not started yet
+    follows the change, which the manifest records (``edits``: from which clip, when,
+    the new stream) and a resume or a branch follows again.
     """
     out, hooks = Path(out), hooks or Hooks()
-    plan = config if isinstance(config, GenerationPlan) else pipe.plan(config, prompts, fps)
+    source = PromptSource.wrap(prompts)
+    first_prompts = list(source.first.prompts)
+    if not isinstance(config, GenerationPlan):
+        config = pipe.plan(config, first_prompts, fps)
+    plan = config
     fps = plan.fps
-    inputs = describe_inputs(pipe, start, prompts, plan, drive)
+    inputs = describe_inputs(pipe, start, source, plan, drive, extend)
+    pipe.check_lora_names(set().union(*(s.names() for s in source.streams())))
+    if plan.extend_frames and (prefix is None or len(prefix) != plan.extend_frames):
+        raise SviError(f"the plan extends a video of {plan.extend_frames} frames; pass them")
     video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
     manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite,
                                                  pipe.memory_record())  # fmt: skip
     if writer is None:  # --resume of a finished run
         return manifest
+    for edit in manifest.get("edits", []):  # a resumed run follows its recorded edits
+        source.set(Stream.from_table(edit), from_clip=edit["from_clip"])
+    recorded = PromptSource.recorded(inputs, manifest.get("edits"))
+    source.check = lambda stream: pipe.check_lora_names(stream.names())
+    if hooks.on_source is not None:
+        hooks.on_source(source)
+    if first == 0 and plan.extend_frames and writer.frames_written == 0:
+        writer.write(prefix)  # the extended video, then its continuation
     if clips_dir is not None:
         clips_dir.mkdir(parents=True, exist_ok=True)
     stop: Interrupted | None = None
@@ -366,23 +387,15 @@ def generate_to_file(
                 if hooks.should_stop is not None and hooks.should_stop():
                     raise Interrupted(signal.SIGINT, "interrupted (stopped)")
 
-            clips = pipe.generate(start, prompts, plan, first_clip=first, carry=carry,
+            clips = pipe.generate(start, source, plan, first_clip=first, carry=carry,
                                   on_step=step, drive=drive)  # fmt: skip
             for clip in clips:
                 with _defer_interrupt():  # a clip's bookkeeping is all or nothing
                     writer.write(clip.new_frames)
                     tail = clip.tail
                     _save_state(state_path(out, clip.index), clip.carry, tail)
-                    manifest["clips"].append(
-                        {
-                            "index": clip.index,
-                            "prompt_index": inputs["prompt_texts"].index(clip.prompt),
-                            "seed": clip.seed,
-                            "seconds": round(clip.seconds, 4),
-                            "frames_sha256": _sha256(clip.new_frames),
-                            **clip.info,  # "tries": every re-roll (svi.reroll)
-                        }
-                    )
+                    _note_edit(manifest, recorded, clip)
+                    manifest["clips"].append(_clip_record(clip, inputs["prompt_texts"]))
                     manifest["frames_written"] = writer.frames_written
                     write_atomic(manifest_path(out), json.dumps(manifest, indent=1).encode())
                     kept = len(manifest["clips"])
@@ -409,6 +422,32 @@ def generate_to_file(
         raise
     with interrupts.ignored():  # a second Ctrl-C must not cut the finalising short
         return _finish(out, manifest, writer, tail, stop, hooks.keep_states)
+
+
+def _clip_record(clip, texts: list[str]) -> dict[str, Any]:
+    """A finished clip in the manifest: its prompt (an index into the inputs' texts, or
+    the text of an edited stream's prompt), seed, time, frames' hash and - where LoRAs
+    are attached as adapters - the strengths it used."""
+    said = {"prompt_index": texts.index(clip.prompt)} if clip.prompt in texts else {
+        "prompt": clip.prompt}  # fmt: skip
+    record = {"index": clip.index, **said, "seed": clip.seed,
+              "seconds": round(clip.seconds, 4), "frames_sha256": _sha256(clip.new_frames),
+              **clip.info}  # "tries": every re-roll (svi.reroll)  # fmt: skip
+    if clip.loras:
+        record["loras"] = clip.loras
+    return record
+
+
+def _note_edit(manifest: dict, recorded: PromptSource, clip) -> None:
+    """A clip that followed another stream than the recorded one (the caller changed
+    its :class:`~svi.steering.PromptSource`): record the change from this clip on."""
+    if clip.stream is None or clip.stream == recorded.stream_for(clip.index):
+        return
+    recorded.set(clip.stream, from_clip=clip.index)
+    edits = [e for e in manifest.get("edits", []) if e["from_clip"] < clip.index]
+    manifest["edits"] = [*edits, {"from_clip": clip.index, "at": time.time(),
+                                  **clip.stream.table()}]  # fmt: skip
+    log.info("clip %d follows the edited prompt stream", clip.index)
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -440,7 +479,7 @@ def _finish(
     "interrupted" and the last clip's state is kept, so ``--resume`` continues the run
     (it cuts the tail off again); then ``stop`` is raised with what was written.
     """
-    if writer.frames_written == 0:  # not one clip finished: leave nothing behind
+    if not manifest["clips"]:  # not one clip finished: leave nothing behind
         _discard(out, writer)
         if stop is not None:
             raise stop.with_message(f"no clip was finished; nothing written to {out}")
@@ -619,6 +658,7 @@ class Hooks:
     on_clip: Callable[[dict, Any], None] | None = None  # (manifest record, Clip), when written
     should_stop: Callable[[], bool] | None = None  # asked every step: True stops as Ctrl-C does
     keep_states: bool = False  # keep every clip's state file: branching from any clip
+    on_source: Callable[[PromptSource], None] | None = None  # the prompts to steer, once set
 
 
 @dataclass(frozen=True)
@@ -636,6 +676,9 @@ class GenerateRequest:
     lora_low_scale: list[float] = field(default_factory=list)
     no_lora: bool = False
     image: Path | None = None
+    extend: Path | None = None  # a video to continue: its last frames carry into clip 0
+    new_only: bool = False  # with extend: write the new frames alone
+    steerable: bool = False  # every LoRA attached as an adapter: any strength may be steered
     prompt: str | None = None
     prompts: Path | None = None
     config: GenerationConfig = field(default_factory=GenerationConfig)
@@ -685,16 +728,21 @@ def _fit_clip_to_image(pipe: SVIPipeline, image_size: tuple[int, int], variant) 
         pipe.bundle.preset = replace(preset, height=h, width=w)
 
 
-def _load_loras(pipe: SVIPipeline, req: GenerateRequest) -> None:
+def _load_loras(
+    pipe: SVIPipeline, req: GenerateRequest, adapters: bool | set[str] = frozenset()
+) -> None:
     """Merge ``--lora`` files into the high-noise expert (or the only DiT) and
     ``--lora-low`` files into the low-noise one, each at its scale (default 1.0); with
-    neither (and no ``--no-lora``), the embedded model's default LoRA."""
+    neither (and no ``--no-lora``), the embedded model's default LoRA. The ones named in
+    ``adapters`` (by a prompt stream's segments; True: all) are attached as peft
+    adapters."""
     if req.lora_low:
         pipe.expert_dit("low")  # no low-noise expert: refused before anything is merged
     for expert, paths, scales in (("high", req.lora, req.lora_scale),
                                   ("low", req.lora_low, req.lora_low_scale)):  # fmt: skip
         for i, path in enumerate(paths):
-            pipe.load_lora(path, scales[i] if i < len(scales) else 1.0, expert=expert)
+            pipe.load_lora(path, scales[i] if i < len(scales) else 1.0, expert=expert,
+                           adapter=adapters)  # fmt: skip
     if req.lora or req.lora_low or req.no_lora:
         return
     if req.audio is not None or req.pose is not None:  # the shipped Talk / Dance adapter
@@ -702,9 +750,9 @@ def _load_loras(pipe: SVIPipeline, req: GenerateRequest) -> None:
         if pipe.bundle.bundled_lora(name) is None:
             raise SviError(f"no {name} adapter ships with {pipe.bundle.preset.name}; give the "
                            "conditional adapter with --lora")  # fmt: skip
-        pipe.load_lora(name)
+        pipe.load_lora(name, adapter=adapters)
     elif pipe.bundle.default_lora is not None:
-        pipe.load_lora(pipe.bundle.default_lora)
+        pipe.load_lora(pipe.bundle.default_lora, adapter=adapters)
 
 
 @dataclass
@@ -713,9 +761,11 @@ class Prepared:
 
     pipe: SVIPipeline
     start: np.ndarray
-    prompts: list[str]
+    prompts: Stream  # prompts and per-entry LoRA strengths (svi.steering)
     plan: GenerationPlan
     drive: Drive | None
+    prefix: np.ndarray | None = None  # an extension's input frames, written first
+    extend: dict | None = None  # ... and their record in the manifest's inputs
 
 
 def run_generate(req: GenerateRequest, hooks: Hooks | None = None) -> dict[str, Any]:
@@ -725,7 +775,7 @@ def run_generate(req: GenerateRequest, hooks: Hooks | None = None) -> dict[str, 
     return generate_to_file(
         p.pipe, p.start, p.prompts, p.plan, Path(req.out), lossless=req.lossless,
         resume=req.resume, overwrite=req.overwrite, clips_dir=req.clips_dir,
-        progress=req.progress, drive=p.drive, hooks=hooks,
+        progress=req.progress, drive=p.drive, hooks=hooks, prefix=p.prefix, extend=p.extend,
     )  # fmt: skip
 
 
@@ -735,9 +785,10 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
     Every setting is resolved and validated into a :class:`GenerationPlan` before the
     output or its manifest is touched.
     """
+    from svi.crop import fit_frames
     from svi.models.offload import MemoryMode
     from svi.plan import clips_for_length
-    from svi.prompt_stream import read_prompt_stream
+    from svi.prompt_stream import read_prompt_entries
     from svi.starts import DEFAULT_WORLD_SEED, image_start, world_start
     from svi.variants import get_variant, variant_clips
     from svi.video import read_image
@@ -746,6 +797,8 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
         raise SviError("give --prompt or --prompts, not both")
     if req.image is not None and not Path(req.image).is_file():
         raise SviError(f"image {req.image} does not exist")
+    if req.new_only and req.extend is None:
+        raise SviError("--new-only needs --extend VIDEO")
     _check_drive_request(req)
     if len(req.lora_scale) > len(req.lora):
         raise SviError("more --lora-scale values than --lora files")
@@ -757,28 +810,47 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
                            f"got {value}")  # fmt: skip
     memory = MemoryMode.from_options(req.offload, req.weights_dtype, req.vae_tiling)
     picture = None if req.image is None else read_image(req.image)  # read once, before weights
+    source = None if req.extend is None else read_extend_source(req.extend)
     pipe = SVIPipeline.from_pretrained(req.model, req.preset, memory, height=req.height,
                                        width=req.width, num_frames=req.num_frames)  # fmt: skip
     variant = get_variant(req.config.variant, pipe.bundle.preset) if req.config.variant else None
-    if req.image is not None and req.height is None and req.width is None:
-        _fit_clip_to_image(pipe, picture.shape[:2], variant)
+    fitted = picture if source is None else source.frames[0]
+    if fitted is not None and req.height is None and req.width is None:
+        _fit_clip_to_image(pipe, fitted.shape[:2], variant)
     preset = pipe.bundle.preset
-    _load_loras(pipe, req)
     config = replace(req.config, clips=0)
+    fps = req.fps
+    if source is not None:
+        config = replace(config, extend=len(source.frames), new_only=req.new_only)
+        fps = fps or source.fps
+    segment_loras = None
     if req.prompts is not None:
-        per_clip = pipe.plan(config, ["a", "b"], req.fps)  # a stream's clip length
-        prompts = read_prompt_stream(
+        per_clip = pipe.plan(config, ["a", "b"], fps)  # a stream's clip length (LoRAs: none)
+        prompts, segment_loras = read_prompt_entries(
             req.prompts, seconds_per_clip=per_clip.new_frames / per_clip.fps
         )
     elif req.prompt is not None:
         if not req.prompt.strip():
             raise SviError("--prompt is empty")
         prompts = [req.prompt]
-    elif req.image is None:
+    elif req.image is None and (req.extend is None or preset.family == "world"):
         prompts = None
     else:
-        raise SviError("give --prompt or --prompts with --image")
-    if req.image is not None:
+        raise SviError(f"give --prompt or --prompts with --{'image' if req.image else 'extend'}")
+    named = {name for table in segment_loras or [] for name in table}
+    _load_loras(pipe, req, True if req.steerable else named)  # adapters: the ones named
+    pipe.check_lora_names(named)
+    prefix = extend = None
+    if source is not None:
+        video = fit_frames(source.frames, preset.height, preset.width)  # (F', H, W, 3)
+        anchor = video[:1] if picture is None else image_start(picture, preset)
+        plan = pipe.plan(config, prompts or ["a"], fps)  # checks the length; carried frames
+        start = np.concatenate([anchor, video[-plan.carried_frames :]])
+        prefix = None if req.new_only else video
+        extend = {**source.record, "frames_sha256": _sha256(video)}
+        if prompts is None:
+            prompts = world_start(preset)[1]  # the world scene's prompt on a world model
+    elif req.image is not None:
         start = image_start(picture, preset, stretch=variant is not None)
     else:
         kind = req.world_kind or ("talking" if req.audio else "dancing" if req.pose else None)
@@ -786,7 +858,7 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
             preset, kind or "consistent", req.world_seed or DEFAULT_WORLD_SEED
         )
         prompts = prompts or world_prompts
-    plan = pipe.plan(config, prompts, req.fps)
+    plan = pipe.plan(config, prompts, fps)
     drive = _read_drive(req, pipe, plan, variant)
     n_prompts = 1 if plan.first_prompt_only else len(prompts) * plan.prompt_repeat
     given = any(x is not None for x in (req.clips, req.seconds, req.frames)) or req.forever
@@ -801,8 +873,31 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
         )  # fmt: skip
     if drive is not None:
         drive.check_clips(n, plan.num_frames, plan.motion_frames)
-    plan = pipe.plan(replace(config, clips=n), prompts, req.fps)
-    return Prepared(pipe, start, prompts, plan, drive)
+    plan = pipe.plan(replace(config, clips=n), prompts, fps)
+    stream = Stream.of(prompts, segment_loras if named else None)
+    return Prepared(pipe, start, stream, plan, drive, prefix, extend)
+
+
+@dataclass(frozen=True)
+class ExtendSource:
+    """A video to continue, as read: its frames, frame rate and record (path, hash)."""
+
+    frames: np.ndarray  # (F', h, w, 3) uint8
+    fps: int | None
+    record: dict
+
+
+def read_extend_source(path: Path) -> ExtendSource:
+    """The frames of ``--extend`` (any video or image the reader takes) with its frame
+    rate (rounded; a still image: None) and the file's sha256; SviError if unreadable."""
+    from svi.video import read_video, video_fps
+    from svi.video.reader import check_input_file
+
+    file = check_input_file(path)
+    frames = read_video(file)
+    fps = round(video_fps(file)) or None  # a still image has none: the model's
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return ExtendSource(frames, fps, {"sha256": digest, "frames": len(frames)})
 
 
 def _check_drive_request(req: GenerateRequest) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -155,9 +156,11 @@ def _attach(
         weight = targets[module].weight
         peft_sd[f"{module}.lora_A.weight"] = e.down.to(weight.device, weight.dtype)
         peft_sd[f"{module}.lora_B.weight"] = e.up.to(weight.device, weight.dtype)
-    transformer.load_lora_adapter(  # type: ignore[operator]
-        peft_sd, prefix=None, adapter_name=adapter_name, metadata=_peft_config_dict(entries)
-    )
+    with warnings.catch_warnings():  # a second adapter is what we ask for
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        transformer.load_lora_adapter(  # type: ignore[operator]
+            peft_sd, prefix=None, adapter_name=adapter_name, metadata=_peft_config_dict(entries)
+        )
     for module in entries:
         layer = transformer.get_submodule(module)
         if adapter_name not in getattr(layer, "lora_A", {}):

@@ -145,6 +145,36 @@ class Callbacks:
         self.queue.stop(job.id)
         return f"stopping {job.id}: its video is finalised with the clips finished so far"
 
+    def steer(self, job_id: str | None, text: str) -> str:
+        """Give a running job an edited prompt stream (prompts, per-segment LoRA
+        strengths): every clip not started yet follows it, the finished ones stay; the
+        manifest records the change (:mod:`svi.steering`)."""
+        from svi.prompt_stream import parse_prompt_entries
+        from svi.steering import Stream
+
+        job = self.queue.get(job_id)
+        if job is None or job.finished:
+            return "no running generation to steer: Generate starts one with these prompts"
+        if job.source is None:
+            return f"{job.id} has not started yet: it starts with the prompts it was given"
+        try:
+            if not (text or "").strip():
+                raise SviError("the prompt stream is empty: enter at least one prompt")
+            plan = json.loads(manifest_path(job.out).read_text())["inputs"]["plan"]
+            prompts, loras = parse_prompt_entries(
+                text, "the prompt stream", seconds_per_clip=plan["new_frames"] / plan["fps"]
+            )
+            job.source.set(Stream.of(prompts, loras if any(loras) else None))
+            clips = self.plan_numbers(job)[0]
+            if clips and job.clip + 1 >= clips:
+                return f"{job.id} is sampling its last clip: no clip is left to follow the edit"
+        except SviError as exc:
+            return f"error: {one_line(exc)}"
+        except (OSError, ValueError, KeyError) as exc:
+            return f"error: cannot read the manifest of {job.out.stem} ({exc})"
+        return (f"{job.id}: the clips not started yet (from clip {job.clip + 2} on) follow "
+                "the edited prompt stream; the finished ones stay")  # fmt: skip
+
     def poll(self, job_id: str | None, seen: int) -> tuple[str, Path | None, Any, Any, int]:
         """(status HTML, new preview or None, new plot or None, new table or None,
         version): the preview and plot only when they changed since ``seen``."""
@@ -239,6 +269,9 @@ def build_app(queue: JobQueue, sessions: Sessions, defaults: Form | None = None)
                 with gr.Accordion("Start", open=False):
                     c["image"] = gr.Image(label="Start image (blank: a world scene)",
                                           type="filepath", height=160)  # fmt: skip
+                    c["extend"] = gr.File(label="Video to continue (its last frames carry "
+                                          "on; blank: none)", type="filepath",
+                                          elem_id="extend")  # fmt: skip
                     c["world_kind"] = gr.Dropdown(list(KINDS), value=d.world_kind,
                                                   label="World scene kind")  # fmt: skip
                     c["world_seed"] = _optional(d.world_seed, "World scene seed")
@@ -264,6 +297,7 @@ def build_app(queue: JobQueue, sessions: Sessions, defaults: Form | None = None)
                     c["pose"] = gr.File(label="Driving pose video (dance)", type="filepath")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
+                    steer = gr.Button("Apply prompts to the running job", elem_id="steer")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
                 message = gr.Markdown(elem_id="message")
             with gr.Column(scale=2):
@@ -300,6 +334,7 @@ def build_app(queue: JobQueue, sessions: Sessions, defaults: Form | None = None)
         go.click(lambda *v: started(cb.generate(*v)), [c[n] for n in FIELDS],
                  [job_id, seen, message, pick])  # fmt: skip
         stop.click(cb.stop, [job_id], [message])
+        steer.click(cb.steer, [job_id, c["prompts"]], [message])
         resume.click(lambda s: started(cb.resume(s)), [pick], [job_id, seen, message, pick])
         branch.click(lambda *a: started(cb.branch(*a)), [pick, b_clip, b_seed, b_prompts, b_clips],
                      [job_id, seen, message, pick])  # fmt: skip

@@ -42,6 +42,7 @@ class Form:
     max_rerolls: int | None = None
     audio: str | None = None  # SVI-Talk driving wav
     pose: str | None = None  # SVI-Dance driving pose video
+    extend: str | None = None  # a video to continue (its first frame the anchor, or image)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> Form:
@@ -107,7 +108,8 @@ def check(form: Form) -> list[str]:
         raise SviError(f"the number of clips must be whole, got {form.amount}")
     if form.audio and form.pose:
         raise SviError("give an audio or a pose upload, not both")
-    for what, path in (("start image", form.image), ("audio", form.audio), ("pose", form.pose)):
+    for what, path in (("start image", form.image), ("audio", form.audio), ("pose", form.pose),
+                       ("video to continue", form.extend)):  # fmt: skip
         if path and not Path(path).is_file():
             raise SviError(f"the {what} {path} does not exist; upload it again")
     parse_loras(form.loras)
@@ -139,7 +141,7 @@ def adopt_inputs(form: Form, folder: Path) -> Form:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompts.txt").write_text(form.prompts, encoding="utf-8")
     moved = {}
-    for name in ("image", "audio", "pose"):
+    for name in ("image", "audio", "pose", "extend"):
         path = getattr(form, name)
         if path and Path(path).parent.resolve() != folder.resolve():
             target = folder / f"{name}{Path(path).suffix.lower()}"
@@ -161,8 +163,10 @@ def to_request(form: Form, folder: Path, out: Path) -> GenerateRequest:
         out=out, model=form.model.strip() or None, lora=[Path(p) for p, _ in loras],
         lora_scale=[s for _, s in loras], image=_path(form.image),
         prompts=folder / "prompts.txt" if form.prompts.strip() else None, config=config,
-        world_kind=None if form.image else form.world_kind, world_seed=form.world_seed,
-        audio=_path(form.audio), pose=_path(form.pose), progress=False, **length,
+        world_kind=None if form.image or form.extend else form.world_kind,
+        world_seed=form.world_seed, extend=_path(form.extend),
+        audio=_path(form.audio), pose=_path(form.pose), progress=False, steerable=True,
+        **length,
     )  # fmt: skip
 
 

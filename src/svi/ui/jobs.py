@@ -24,6 +24,7 @@ from typing import Any
 from svi.errors import SviError, one_line
 from svi.interrupts import Interrupted
 from svi.session import Hooks
+from svi.steering import PromptSource
 from svi.ui.monitor import ClipMonitor
 from svi.video import VideoWriter
 
@@ -54,6 +55,7 @@ class Job:
     error: str | None = None
     manifest: dict | None = None
     monitor: ClipMonitor = field(default_factory=ClipMonitor)
+    source: PromptSource | None = None  # the running generation's prompts (svi.steering)
     stop_flag: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -185,8 +187,11 @@ def _hooks(job: Job) -> Hooks:
             job.preview = _snapshot(job, partial, f"clip-{clip.index:06d}")
         job.version += 1
 
+    def on_source(source: PromptSource) -> None:
+        job.source = source
+
     return Hooks(on_step=on_step, on_clip=on_clip, should_stop=job.stop_flag.is_set,
-                 keep_states=True)  # fmt: skip
+                 keep_states=True, on_source=on_source)  # fmt: skip
 
 
 def _snapshot(job: Job, video: Path, name: str) -> Path:

@@ -143,3 +143,17 @@ def test_degrees_and_token_split() -> None:
     parallel.check_tokens(21 * 30 * 52, group)  # Wan 2.1 480p, 81 frames: 32,760 tokens
     with pytest.raises(SviError, match="do not split"):
         parallel.check_tokens(12, group)
+
+
+def test_sharded_training_launch_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An FSDP config on CPU processes would silently run as plain data parallel
+    (accelerate shards only on accelerators); on GPUs sharding is not wired yet."""
+    parallel.check_training_engine("MULTI_CPU")  # no sharded config: nothing to say
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SviError, match="accelerate runs MULTI_CPU: it shards only on accel"):
+        parallel.check_training_engine("MULTI_CPU")
+    with pytest.raises(SviError, match=r"sharded training \(FSDP\) is not supported yet"):
+        parallel.check_training_engine("FSDP")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert parallel.training_layout("MULTI_GPU", 16) == {
+        "distributed_type": "MULTI_GPU", "world_size": 16, "nodes": 2}  # fmt: skip

@@ -295,6 +295,8 @@ def test_two_processes_share_errors_so_banks_agree(tiny_base: Path, tmp_path: Pa
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     ckpt = list_checkpoints(run)[-1]
+    layout = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))["processes"]
+    assert (layout["distributed_type"], layout["world_size"]) == ("MULTI_CPU", 2)
     a = load_file(str(ckpt / "extra.safetensors"))
     b = load_file(str(ckpt / "extra-rank1.safetensors"))
     # same stored errors; the banks' sampling RNGs advance with each process's own coins

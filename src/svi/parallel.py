@@ -152,3 +152,39 @@ def share_start(group: Group, start: dict[str, Any] | BaseException | None) -> d
             raise start
         raise SviError(f"rank 0 could not open the output: {shared['error']}")
     return shared
+
+
+# --- training: accelerate's engines ----------------------------------------------------
+
+_SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def check_training_engine(distributed_type: str) -> None:
+    """Refuse a sharded launch (``accelerate launch`` with an FSDP / DeepSpeed config)
+    that svi's training cannot honour, in one line, before any weight loads.
+
+    On CPU processes accelerate never shards: ``AcceleratorState`` turns FSDP on only
+    for accelerator process groups (MULTI_GPU, MULTI_XPU, ...) and DeepSpeed only
+    ``not cpu``, so a CPU launch of an FSDP config runs as MULTI_CPU - plain data
+    parallel - without a word. On GPUs the sharded run is not wired yet: the LoRA, its
+    AdamW moments and the EMA would be DTensor shards, which svi's exact-resume
+    checkpoint (whole safetensors tensors) and EMA do not gather (docs/scaling.md).
+    """
+    asked = [name for var, name in _SHARDED.items()
+             if os.environ.get(var, "false").lower() == "true"]  # fmt: skip
+    if not asked:
+        return
+    if distributed_type in ("FSDP", "DEEPSPEED"):
+        raise SviError(f"sharded training ({asked[0]}) is not supported yet: svi's exact-"
+                       "resume checkpoint and EMA hold whole tensors, not DTensor shards; "
+                       "launch with data parallelism (docs/scaling.md)")  # fmt: skip
+    raise SviError(f"{asked[0]} was asked for, but accelerate runs {distributed_type}: it "
+                   "shards only on accelerators (AcceleratorState enables FSDP for MULTI_GPU "
+                   "and the like, DeepSpeed only without cpu), so on CPU processes the run "
+                   "would be plain data parallel; drop the sharded config")  # fmt: skip
+
+
+def training_layout(distributed_type: str, world_size: int) -> dict[str, Any]:
+    """A checkpoint's record of the process layout it was written by."""
+    return {"distributed_type": distributed_type, "world_size": world_size,
+            "nodes": max(1, world_size // _local_world_size())}  # fmt: skip

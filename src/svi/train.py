@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from svi import flow, interrupts, locks
+from svi import flow, interrupts, locks, parallel
 from svi.atomic import write_atomic
 from svi.checkpoint import (
     list_checkpoints,
@@ -155,6 +155,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
         raise SviError(f"--out {out} is a file; training writes a folder")
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    parallel.check_training_engine(accelerator.distributed_type.value)
     main = accelerator.is_main_process
     with locks.exclusive(out / LOCK_NAME, out) if main else nullcontext():
         return _train(config, out, accelerator, resume, progress)
@@ -544,7 +545,10 @@ def _checkpoint(
     tensors, json_state = _rng_state(gen, rng)
     tensors.update(_bank_tensors(injector))
     if accelerator.is_main_process:
-        state = {"config": config.to_dict(), "log_window": list(window), **json_state}
+        layout = parallel.training_layout(accelerator.distributed_type.value,
+                                          accelerator.num_processes)  # fmt: skip
+        state = {"config": config.to_dict(), "log_window": list(window), "processes": layout,
+                 **json_state}  # fmt: skip
         save_checkpoint(
             out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
             ema=ema.state_dict() if ema else None, extra=tensors, state=state,

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-torch.accelerator.device_count = lambda: 1
+if torch.accelerator.device_count() == 0:  # on GPUs the engine runs as it is
+    torch.accelerator.device_count = lambda: 1
 
 if __name__ == "__main__":
     from svi.cli import main

@@ -36,14 +36,18 @@ MAX_LEVELS = 1
 LAUNCHER = Path(__file__).with_name("cpu_cp_launch.py")
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny_folder(root: Path, variant: str) -> Path:
+    """A tiny Wan folder with a start picture beside it."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("wan")
     picture = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(picture).save(root / "start.png")
-    return build_tiny_wan_folder(root, VARIANT)
+    return build_tiny_wan_folder(root, variant)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_folder(tmp_path_factory.mktemp("wan"), VARIANT)
 
 
 def _request(folder: Path, out: Path, **kw) -> GenerateRequest:
@@ -101,6 +105,17 @@ def test_ulysses_on_two_processes_matches_one_and_resumes(folder: Path, tmp_path
     assert manifest["parallel_changes"][0]["from_clip"] == 1
     assert manifest["parallel_changes"][0]["parallel"]["world_size"] == 2
     assert _levels(read_video(cut), read_video(ref)) <= MAX_LEVELS
+
+
+def test_both_experts_of_wan22_a14b_split_with_group_offload(tmp_path: Path) -> None:
+    """Wan 2.2 A14B: both experts take the plan; with --offload group (diffusers' hooks
+    beside the engine's) the 2-process video still equals 1 process's."""
+    folder = _tiny_folder(tmp_path, "wan2.2-i2v-a14b")
+    ref, out = tmp_path / "ref.mp4", tmp_path / "par.mp4"
+    run_generate(_request(folder, ref))
+    done = _torchrun(folder, out, "ulysses", "--offload", "group")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _levels(read_video(out), read_video(ref)) <= MAX_LEVELS
 
 
 @pytest.mark.skipif(

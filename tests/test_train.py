@@ -81,6 +81,13 @@ def test_refuses_to_overwrite_a_run_and_to_resume_another_config(tmp_path: Path)
     run = tmp_path / "run"
     cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2})
     train(cfg, run, progress=False)
+    state = list_checkpoints(run)[-1] / "state.json"
+    written = json.loads(state.read_text(encoding="utf-8"))
+    assert written["processes"] == {"distributed_type": "NO", "world_size": 1, "nodes": 1}
+    written["processes"]["world_size"] = 2  # as if written by a 2-process launch
+    state.write_text(json.dumps(written), encoding="utf-8")
+    with pytest.raises(SviError, match="written by 2 processes and this run has 1"):
+        train(cfg, run, resume=True, progress=False)
     with pytest.raises(SviError, match="already holds checkpoints"):
         train(cfg, run, progress=False)
     with pytest.raises(SviError, match="differs"):

@@ -185,8 +185,9 @@ def _train(
     start, window = 0, []  # window: losses since the last log line
     if resume and list_checkpoints(out):
         start, window = _restore(
-            list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank
-        )
+            list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank,
+            accelerator.num_processes,
+        )  # fmt: skip
         log.info("resumed from step %d", start)
     if main:  # the logs describe this run up to its start: drop lines of steps to redo
         _truncate_logs(out, start)
@@ -561,9 +562,16 @@ def _checkpoint(
 
 
 def _restore(
-    path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0
+    path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0, processes: int = 1
 ) -> tuple[int, list[float]]:
-    """Load checkpoint ``path`` into the run; returns its step and unlogged losses."""
+    """Load checkpoint ``path`` into the run; returns its step and unlogged losses. Every
+    process resumes its own RNG, data position and banks: the number of processes must
+    be the one the checkpoint records (older checkpoints record none)."""
+    saved = _processes_of(path) or processes
+    if saved != processes:
+        raise SviError(f"checkpoint {path} was written by {saved} processes and this run has "
+                       f"{processes}: each process resumes its own RNG, data position and "
+                       f"error banks; launch {saved} processes to resume")  # fmt: skip
     ck = load_checkpoint(path, rank)
     missing = set(named) - set(ck["model"])
     if missing:
@@ -583,6 +591,16 @@ def _restore(
                 {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}
             )
     return int(ck["state"]["step"]), [float(x) for x in ck["state"].get("log_window", [])]
+
+
+def _processes_of(path: Path) -> int | None:
+    """The number of processes that wrote checkpoint ``path`` (None: not recorded, or a
+    state file that :func:`load_checkpoint` will report)."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        return int(state["processes"]["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _truncate_logs(out: Path, step: int) -> None:

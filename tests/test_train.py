@@ -81,6 +81,13 @@ def test_refuses_to_overwrite_a_run_and_to_resume_another_config(tmp_path: Path)
     run = tmp_path / "run"
     cfg = TrainConfig(**{**SMALL.__dict__, "steps": 2})
     train(cfg, run, progress=False)
+    state = list_checkpoints(run)[-1] / "state.json"
+    written = json.loads(state.read_text(encoding="utf-8"))
+    assert written["processes"] == {"distributed_type": "NO", "world_size": 1, "nodes": 1}
+    written["processes"]["world_size"] = 2  # as if written by a 2-process launch
+    state.write_text(json.dumps(written), encoding="utf-8")
+    with pytest.raises(SviError, match="written by 2 processes and this run has 1"):
+        train(cfg, run, resume=True, progress=False)
     with pytest.raises(SviError, match="already holds checkpoints"):
         train(cfg, run, progress=False)
     with pytest.raises(SviError, match="differs"):
@@ -295,6 +302,8 @@ def test_two_processes_share_errors_so_banks_agree(tiny_base: Path, tmp_path: Pa
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     ckpt = list_checkpoints(run)[-1]
+    layout = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))["processes"]
+    assert (layout["distributed_type"], layout["world_size"]) == ("MULTI_CPU", 2)
     a = load_file(str(ckpt / "extra.safetensors"))
     b = load_file(str(ckpt / "extra-rank1.safetensors"))
     # same stored errors; the banks' sampling RNGs advance with each process's own coins

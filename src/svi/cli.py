@@ -299,6 +299,12 @@ def generate(
         "--vae-tiling/--no-vae-tiling",
         help="Decode in 256-px tiles (less memory; frames differ slightly at larger sizes).",
     ),
+    parallel: str | None = typer.Option(
+        None,
+        help="Under torchrun / accelerate launch: split every clip's DiT over the processes "
+        "with diffusers' context parallelism: ulysses | ring (GPU) | usp (ulysses in a node "
+        "x ring across nodes); rank 0 writes the files (docs/scaling.md).",
+    ),
     clips_dir: Path | None = typer.Option(None, help="Also write every clip as its own mp4."),
     lossless: bool = typer.Option(False, help="Lossless video (crf 0, yuv444p): exact frames."),
     resume: bool = typer.Option(False, help="Continue an interrupted run of the same command."),
@@ -316,6 +322,8 @@ def generate(
     settings = {k: args.pop(k) for k in setting_names}
     config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})
     manifest = run_generate(GenerateRequest(**args, config=config))
+    if parallel is not None and manifest["status"].startswith("rank "):
+        return  # one line, from rank 0
     typer.echo(f"{out}: {manifest['frames_written']} frames, {len(manifest['clips'])} clips, "
                f"{manifest['status']}")  # fmt: skip
 

@@ -53,10 +53,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
-from svi import interrupts, locks
+from svi import interrupts, locks, parallel
 from svi.atomic import write_atomic
 from svi.errors import SviError
 from svi.interrupts import Interrupted
+from svi.parallel import Group
 from svi.pipeline import Carry, SVIPipeline
 from svi.plan import GenerationConfig, GenerationPlan
 from svi.steering import PromptSource, Stream
@@ -334,6 +335,7 @@ def generate_to_file(
     hooks: Hooks | None = None,
     prefix: np.ndarray | None = None,
     extend: dict | None = None,
+    group: Group | None = None,
 ) -> dict[str, Any]:
     """Generate ``plan.clips`` clips (0: until Ctrl-C) into ``out``; returns the manifest.
 
@@ -346,7 +348,8 @@ def generate_to_file(
     :class:`~svi.steering.Stream` or a :class:`~svi.steering.PromptSource` that the
     caller may change between clips (from another thread): every clip not started yet
     follows the change, which the manifest records (``edits``: from which clip, when,
-    the new stream) and a resume or a branch follows again.
+    the new stream) and a resume or a branch follows again. ``group``: rank 0 of a
+    context-parallel run (:mod:`svi.parallel`): the other ranks learn where to start.
     """
     out, hooks = Path(out), hooks or Hooks()
     source = PromptSource.wrap(prompts)
@@ -360,8 +363,18 @@ def generate_to_file(
     if plan.extend_frames and (prefix is None or len(prefix) != plan.extend_frames):
         raise SviError(f"the plan extends a video of {plan.extend_frames} frames; pass them")
     video = {"fps": fps, "crf": 0, "pix_fmt": "yuv444p"} if lossless else {"fps": fps, "crf": crf}
-    manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite,
-                                                 pipe.memory_record())  # fmt: skip
+    try:
+        manifest, writer, carry, tail, first = _open(out, inputs, video, resume, overwrite,
+                                                     pipe.memory_record(), group)  # fmt: skip
+        if group is not None and manifest.get("edits"):  # only rank 0 reads the manifest
+            raise SviError("a run steered while it ran (prompt edits in its manifest) "
+                           "resumes in one process, not with --parallel")  # fmt: skip
+    except BaseException as exc:
+        if group is not None:
+            parallel.share_start(group, exc)
+        raise
+    if group is not None:
+        parallel.share_start(group, {"first": first, "carry": carry, "done": writer is None})
     if writer is None:  # --resume of a finished run
         return manifest
     for edit in manifest.get("edits", []):  # a resumed run follows its recorded edits
@@ -512,7 +525,7 @@ def check_mp4_name(out: Path) -> None:
 
 
 def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool,
-          memory: dict | None = None):  # fmt: skip
+          memory: dict | None = None, group: Group | None = None):  # fmt: skip
     """Writer + manifest for a fresh run, or restored ones for ``resume``. ``memory``:
     the memory mode (:mod:`svi.models.offload`), recorded beside the inputs - not one of
     them: a resume may use another (:func:`_note_memory_change`)."""
@@ -539,6 +552,7 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool,
             return manifest, None, None, None, 0
         first = len(manifest["clips"])
         _note_memory_change(manifest, memory, first)
+        _note_parallel_change(manifest, group, first)
         if first == 0:  # crashed inside the first clip: start over under the same manifest
             VideoWriter.discard_partial(out)
             return manifest, VideoWriter(out, **video), None, None, 0
@@ -559,6 +573,8 @@ def _open(out: Path, inputs: dict, video: dict, resume: bool, overwrite: bool,
                 "frames_written": 0}  # fmt: skip
     if memory is not None:
         manifest["memory"] = memory
+    if group is not None:
+        manifest["parallel"] = group.record()
     try:
         write_atomic(mpath, json.dumps(manifest, indent=1).encode())
     except BaseException:
@@ -584,6 +600,18 @@ def _note_memory_change(manifest: dict, memory: dict | None, first: int) -> None
                 "offloading leaves the frames as they were" if exact else
                 "clips from here on may differ slightly from an uninterrupted run")  # fmt: skip
     manifest.setdefault("memory_changes", []).append({"from_clip": first, "memory": memory})
+
+
+def _note_parallel_change(manifest: dict, group: Group | None, first: int) -> None:
+    """A resume with another context-parallel layout (or none) goes on - the frames agree
+    within float error - and records it (``parallel_changes``: from which clip)."""
+    now = None if group is None else group.record()
+    last = (manifest.get("parallel_changes") or [{"parallel": manifest.get("parallel")}])[-1]
+    if last["parallel"] == now:
+        return
+    log.warning("resuming at clip %d with another process layout (%s -> %s): later clips "
+                "may differ slightly in float rounding", first, last["parallel"], now)  # fmt: skip
+    manifest.setdefault("parallel_changes", []).append({"from_clip": first, "parallel": now})
 
 
 def _reopen(out: Path, manifest: dict, video: dict) -> VideoWriter:
@@ -704,6 +732,7 @@ class GenerateRequest:
     offload: str | None = None  # memory mode (svi.models.offload; None: its default)
     weights_dtype: str | None = None
     vae_tiling: bool | None = None
+    parallel: str | None = None  # context parallelism across launched processes (svi.parallel)
 
 
 DEFAULT_SECONDS = 32.0
@@ -766,17 +795,33 @@ class Prepared:
     drive: Drive | None
     prefix: np.ndarray | None = None  # an extension's input frames, written first
     extend: dict | None = None  # ... and their record in the manifest's inputs
+    group: Group | None = None  # context parallelism (svi.parallel)
 
 
 def run_generate(req: GenerateRequest, hooks: Hooks | None = None) -> dict[str, Any]:
     """Resolve a request (:func:`prepare_generation`), then generate (``hooks``: an app's
     callbacks, :class:`Hooks`)."""
     p = prepare_generation(req)
+    if p.group is not None and not p.group.is_main:
+        return _follow(p)
     return generate_to_file(
         p.pipe, p.start, p.prompts, p.plan, Path(req.out), lossless=req.lossless,
         resume=req.resume, overwrite=req.overwrite, clips_dir=req.clips_dir,
         progress=req.progress, drive=p.drive, hooks=hooks, prefix=p.prefix, extend=p.extend,
+        group=p.group,
     )  # fmt: skip
+
+
+def _follow(p: Prepared) -> dict[str, Any]:
+    """A rank other than 0 of a context-parallel run: the same clip loop from where rank
+    0 starts (:func:`svi.parallel.share_start`), every DiT forward shared; no file."""
+    shared = parallel.share_start(p.group, None)
+    frames = clips = 0
+    if not shared["done"]:
+        for clip in p.pipe.generate(p.start, p.prompts, p.plan, first_clip=shared["first"],
+                                    carry=shared["carry"], drive=p.drive):  # fmt: skip
+            frames, clips = frames + len(clip.new_frames), clips + 1
+    return {"status": f"rank {p.group.rank}", "frames_written": frames, "clips": [None] * clips}
 
 
 def prepare_generation(req: GenerateRequest) -> Prepared:
@@ -809,6 +854,7 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
             raise SviError(f"{side} must be a positive multiple of 16 (Wan's token size), "
                            f"got {value}")  # fmt: skip
     memory = MemoryMode.from_options(req.offload, req.weights_dtype, req.vae_tiling)
+    group = None if req.parallel is None else parallel.start(req.parallel)
     picture = None if req.image is None else read_image(req.image)  # read once, before weights
     source = None if req.extend is None else read_extend_source(req.extend)
     pipe = SVIPipeline.from_pretrained(req.model, req.preset, memory, height=req.height,
@@ -874,8 +920,10 @@ def prepare_generation(req: GenerateRequest) -> Prepared:
     if drive is not None:
         drive.check_clips(n, plan.num_frames, plan.motion_frames)
     plan = pipe.plan(replace(config, clips=n), prompts, fps)
+    if group is not None:
+        _enable_parallel(pipe, group)
     stream = Stream.of(prompts, segment_loras if named else None)
-    return Prepared(pipe, start, stream, plan, drive, prefix, extend)
+    return Prepared(pipe, start, stream, plan, drive, prefix, extend, group)
 
 
 @dataclass(frozen=True)
@@ -898,6 +946,20 @@ def read_extend_source(path: Path) -> ExtendSource:
     fps = round(video_fps(file)) or None  # a still image has none: the model's
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     return ExtendSource(frames, fps, {"sha256": digest, "frames": len(frames)})
+
+
+def _enable_parallel(pipe: SVIPipeline, group: Group) -> None:
+    """Split every DiT forward of a Wan model over the launched processes."""
+    b = pipe.bundle
+    if b.preset.family != "wan":
+        raise SviError("--parallel splits a Wan model's DiT; the embedded world model runs "
+                       "in one process")  # fmt: skip
+    _, ph, pw = b.transformer.config.patch_size
+    side = b.codec.spatial_factor
+    tokens = (b.codec.latent_frames(b.preset.num_frames) * (b.preset.height // (side * ph))
+              * (b.preset.width // (side * pw)))  # fmt: skip
+    parallel.check_tokens(tokens, group)
+    parallel.enable([d for d in (b.transformer, b.transformer_2) if d is not None], group)
 
 
 def _check_drive_request(req: GenerateRequest) -> None:

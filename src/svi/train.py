@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from svi import flow, interrupts, locks
+from svi import flow, interrupts, locks, parallel
 from svi.atomic import write_atomic
 from svi.checkpoint import (
     list_checkpoints,
@@ -155,6 +155,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = False, progress: boo
         raise SviError(f"--out {out} is a file; training writes a folder")
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    parallel.check_training_engine(accelerator.distributed_type.value)
     main = accelerator.is_main_process
     with locks.exclusive(out / LOCK_NAME, out) if main else nullcontext():
         return _train(config, out, accelerator, resume, progress)
@@ -184,8 +185,9 @@ def _train(
     start, window = 0, []  # window: losses since the last log line
     if resume and list_checkpoints(out):
         start, window = _restore(
-            list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank
-        )
+            list_checkpoints(out)[-1], named, opt, ema, gen, rng, injector, rank,
+            accelerator.num_processes,
+        )  # fmt: skip
         log.info("resumed from step %d", start)
     if main:  # the logs describe this run up to its start: drop lines of steps to redo
         _truncate_logs(out, start)
@@ -544,7 +546,10 @@ def _checkpoint(
     tensors, json_state = _rng_state(gen, rng)
     tensors.update(_bank_tensors(injector))
     if accelerator.is_main_process:
-        state = {"config": config.to_dict(), "log_window": list(window), **json_state}
+        layout = parallel.training_layout(accelerator.distributed_type.value,
+                                          accelerator.num_processes)  # fmt: skip
+        state = {"config": config.to_dict(), "log_window": list(window), "processes": layout,
+                 **json_state}  # fmt: skip
         save_checkpoint(
             out, step, model={k: p.detach() for k, p in named.items()}, optimizer=opt,
             ema=ema.state_dict() if ema else None, extra=tensors, state=state,
@@ -557,9 +562,16 @@ def _checkpoint(
 
 
 def _restore(
-    path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0
+    path: Path, named, opt, ema, gen, rng, injector=None, rank: int = 0, processes: int = 1
 ) -> tuple[int, list[float]]:
-    """Load checkpoint ``path`` into the run; returns its step and unlogged losses."""
+    """Load checkpoint ``path`` into the run; returns its step and unlogged losses. Every
+    process resumes its own RNG, data position and banks: the number of processes must
+    be the one the checkpoint records (older checkpoints record none)."""
+    saved = _processes_of(path) or processes
+    if saved != processes:
+        raise SviError(f"checkpoint {path} was written by {saved} processes and this run has "
+                       f"{processes}: each process resumes its own RNG, data position and "
+                       f"error banks; launch {saved} processes to resume")  # fmt: skip
     ck = load_checkpoint(path, rank)
     missing = set(named) - set(ck["model"])
     if missing:
@@ -579,6 +591,16 @@ def _restore(
                 {k[len(prefix) :]: v for k, v in ck["extra"].items() if k.startswith(prefix)}
             )
     return int(ck["state"]["step"]), [float(x) for x in ck["state"].get("log_window", [])]
+
+
+def _processes_of(path: Path) -> int | None:
+    """The number of processes that wrote checkpoint ``path`` (None: not recorded, or a
+    state file that :func:`load_checkpoint` will report)."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        return int(state["processes"]["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _truncate_logs(out: Path, step: int) -> None:

@@ -180,6 +180,8 @@ def test_the_table_has_rows_for_every_command() -> None:
     rows = [" ".join(map(str, c.argv(fake, Path("/nowhere"))[:2])) for c in CASES]
     assert len(CASES) >= 200 and len({c.name for c in CASES}) == len(CASES)
     assert not {c for c in commands if not any(f"{r} ".startswith(f"{c} ") for r in rows)}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"{len(CASES)} bad inputs to every command" in " ".join(readme.split())
 
 
 def test_control_characters_are_escaped_in_messages(table: dict) -> None:

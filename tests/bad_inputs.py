@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from svi.manifest import inputs_key, manifest_path, state_path
 from svi.models.bundle import embedded_dir
-from svi.session import inputs_key, manifest_path, state_path
 from svi.video import VideoWriter
 
 RESULTS = Path(__file__).parents[1] / "benchmarks" / "results"

@@ -11,8 +11,10 @@ import pytest
 
 from svi.branch import branch
 from svi.errors import SviError
+from svi.manifest import manifest_path, state_dir
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, Hooks, manifest_path, run_generate, state_dir
+from svi.request import GenerateRequest, run_generate
+from svi.session import Hooks
 from svi.video import read_video
 from world_fixtures import build_tiny_world_model
 

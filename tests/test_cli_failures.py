@@ -26,7 +26,7 @@ import pytest
 from bad_inputs import CASES, CRASHED, Case, _gen, gen, release_ports
 from cli_server import CliServer, Run
 from svi.checkpoint import list_checkpoints
-from svi.session import manifest_path, state_dir, state_path
+from svi.manifest import manifest_path, state_dir, state_path
 from svi.video import VideoWriter, read_video
 from world_fixtures import build_tiny_world_model, random_lora
 

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from svi.errors import SviError
+from svi.manifest import manifest_path
 from svi.models.clip import official_clip_pixels
 from svi.models.wan import load_wan_folder
 from svi.pixels import to_signed
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, manifest_path, run_generate
+from svi.request import GenerateRequest, run_generate
 from wan_fixtures import CLIP_IMAGE_SIZE, build_tiny_wan_folder
 
 WAN21 = "wan2.1-i2v-14b-480p"

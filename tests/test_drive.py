@@ -23,12 +23,13 @@ from svi.conditions.drive import AudioDrive, ClipDrive, PoseDrive
 from svi.conditions.windows import LatentAudio
 from svi.errors import SviError
 from svi.lora import read_lora, read_lora_metadata, save_lora
+from svi.manifest import manifest_path
 from svi.models.bundle import load_bundle
 from svi.models.codec import PixelCodec
 from svi.pipeline import SVIPipeline
 from svi.plan import GenerationConfig, clips_covering
+from svi.request import GenerateRequest, run_generate
 from svi.sampling import guided_velocity
-from svi.session import GenerateRequest, manifest_path, run_generate
 from svi.video import read_video, write_video
 from svi.world import WorldConfig, render_episode
 from test_session import _crash_after

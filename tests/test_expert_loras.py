@@ -15,9 +15,10 @@ from svi import session
 from svi.cli import main
 from svi.errors import SviError
 from svi.lora import save_lora
+from svi.manifest import manifest_path
 from svi.pipeline import SVIPipeline
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, manifest_path, run_generate
+from svi.request import GenerateRequest, run_generate
 from wan_fixtures import build_tiny_wan_folder
 from world_fixtures import build_tiny_world_model, random_lora
 

@@ -17,8 +17,10 @@ from svi.cli import app
 from svi.crop import fit_frames
 from svi.errors import SviError
 from svi.interrupts import Interrupted
+from svi.manifest import manifest_path
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, Hooks, manifest_path, run_generate
+from svi.request import GenerateRequest, run_generate
+from svi.session import Hooks
 from svi.video import read_video, write_video
 from world_fixtures import build_tiny_world_model
 

@@ -18,11 +18,11 @@ from svi import flow
 from svi.cli import main
 from svi.errors import SviError
 from svi.fewstep import FEW_STEP, get_few_step, markdown_table
+from svi.manifest import manifest_path
 from svi.models.presets import get_preset
 from svi.pipeline import SVIPipeline
 from svi.plan import GenerationConfig, resolve_plan
 from svi.sampling import Experts, dit_passes
-from svi.session import manifest_path
 from wan_fixtures import build_tiny_wan_folder
 
 WAN21 = "wan2.1-i2v-14b-480p"

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from svi.errors import SviError
+from svi.manifest import manifest_path
 from svi.models.offload import FP8, MemoryMode
 from svi.pipeline import GenerationConfig, SVIPipeline, rollout
 from svi.plan import GenerationConfig as Config
-from svi.session import GenerateRequest, manifest_path, run_generate
+from svi.request import GenerateRequest, run_generate
 from svi.video import read_video
 from wan_fixtures import build_tiny_wan_folder
 

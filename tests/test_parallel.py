@@ -22,8 +22,10 @@ import torch
 from svi import parallel
 from svi.errors import SviError
 from svi.interrupts import Interrupted
+from svi.manifest import manifest_path
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, Hooks, manifest_path, run_generate
+from svi.request import GenerateRequest, run_generate
+from svi.session import Hooks
 from svi.video import read_video
 from wan_fixtures import build_tiny_wan_folder
 

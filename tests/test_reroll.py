@@ -10,8 +10,8 @@ import pytest
 from svi.errors import SviError
 from svi.pipeline import SVIPipeline
 from svi.plan import GenerationConfig
+from svi.request import GenerateRequest, run_generate
 from svi.reroll import clip_scores, score
-from svi.session import GenerateRequest, run_generate
 from svi.video import read_video
 from test_session import _crash_after
 from world_fixtures import build_tiny_world_model

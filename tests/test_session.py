@@ -17,8 +17,9 @@ import pytest
 from svi import session
 from svi.cli import main
 from svi.errors import SviError
+from svi.manifest import manifest_path, state_dir
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest, manifest_path, run_generate, state_dir
+from svi.request import GenerateRequest, run_generate
 from svi.video import VideoWriter, read_video
 from world_fixtures import build_tiny_world_model
 

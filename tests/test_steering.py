@@ -18,16 +18,11 @@ from safetensors.torch import save_file
 from svi.branch import branch
 from svi.errors import SviError
 from svi.interrupts import Interrupted
+from svi.manifest import manifest_path
 from svi.models.bundle import load_bundle
 from svi.plan import GenerationConfig
-from svi.session import (
-    GenerateRequest,
-    Hooks,
-    generate_to_file,
-    manifest_path,
-    prepare_generation,
-    run_generate,
-)
+from svi.request import GenerateRequest, prepare_generation, run_generate
+from svi.session import Hooks, generate_to_file
 from svi.steering import PromptSource, Stream
 from svi.ui.app import Callbacks
 from svi.ui.forms import Form

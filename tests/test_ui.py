@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from svi.session import manifest_path
+from svi.manifest import manifest_path
 from svi.ui.app import FIELDS, Callbacks, status_html
 from svi.ui.forms import Form
 from svi.ui.jobs import DONE, FAILED, STOPPED, JobQueue
@@ -194,7 +194,7 @@ def test_a_blank_prompt_makes_what_svi_generate_makes_without_one(
     """One front door: the page with no prompt = `svi generate` with no prompt (the world
     scene's own prompt), frame for frame."""
     from svi.plan import GenerationConfig
-    from svi.session import GenerateRequest, run_generate
+    from svi.request import GenerateRequest, run_generate
 
     job = _run(app, _form(model, prompts="  \n"))
     assert job.state == DONE, job.error

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from svi.session import manifest_path
+from svi.manifest import manifest_path
 from svi.video import read_video
 from world_fixtures import build_tiny_world_model
 

@@ -25,18 +25,16 @@ from typing import Any
 
 from svi.atomic import write_atomic
 from svi.errors import SviError
-from svi.session import (
+from svi.manifest import (
     MANIFEST_VERSION,
-    GenerateRequest,
-    Hooks,
-    _read_manifest,
     describe_inputs,
-    generate_to_file,
     inputs_key,
     manifest_path,
-    prepare_generation,
+    read_manifest,
     state_path,
 )
+from svi.request import GenerateRequest, prepare_generation
+from svi.session import Hooks, generate_to_file
 from svi.video import VideoWriter
 
 # Plan fields a branch must share with its source: the frames before clip k and the
@@ -51,7 +49,7 @@ def branch(
     """Clips ``0 .. clip - 1`` of ``source`` and then ``req`` (its seed, prompts, length)
     from clip ``clip`` on, into the new file ``req.out``; returns the new manifest."""
     source, out = Path(source), Path(req.out)
-    old = _read_manifest(manifest_path(source))
+    old = read_manifest(manifest_path(source))
     done = len(old["clips"])
     if out.resolve() == source.resolve():
         raise SviError("a branch is a new session: give another --out than its source")

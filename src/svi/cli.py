@@ -314,7 +314,7 @@ def generate(
     """Generate a long video clip by clip (no arguments: a 32 s world video)."""
     args = dict(locals())
     from svi.plan import GenerationConfig
-    from svi.session import GenerateRequest, run_generate
+    from svi.request import GenerateRequest, run_generate
 
     setting_names = ("variant", "motion_frames", "padding", "handoff", "overlap", "steps", "cfg",
                      "seed", "seed_stride", "negative_prompt", "first_prompt_only",
@@ -343,7 +343,7 @@ def sample(
 ) -> None:
     """Generate ONE clip (the single-clip sampler of the base model, no chaining)."""
     from svi.plan import GenerationConfig
-    from svi.session import GenerateRequest, run_generate
+    from svi.request import GenerateRequest, run_generate
 
     settings = {"seed": seed, "steps": steps, "cfg": cfg}
     config = GenerationConfig(**{k: v for k, v in settings.items() if v is not None})

@@ -23,7 +23,7 @@ from typing import Any
 
 from svi.errors import SviError, one_line
 from svi.interrupts import Interrupted
-from svi.session import manifest_path
+from svi.manifest import manifest_path
 from svi.ui import forms
 from svi.ui.forms import Form
 from svi.ui.jobs import QUEUED, RUNNING, Job, JobQueue
@@ -110,7 +110,7 @@ class Callbacks:
     def _submit(self, form: Form, out: Path, *, resume: bool = False,
                 branch_from: tuple[Path, int] | None = None, before=None) -> Job:  # fmt: skip
         from svi.branch import branch
-        from svi.session import run_generate
+        from svi.request import run_generate
 
         folder = out.parent
         form = forms.adopt_inputs(form, folder)
@@ -386,13 +386,18 @@ def serve(host: str = "127.0.0.1", port: int = 7860, model: str | None = None,
     form = replace(defaults or Form(), model=model or (defaults.model if defaults else ""))
     demo = build_app(queue, store, form)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                allowed_paths=[str(store.root.resolve())], prevent_thread_lock=True,
-                css=CSS, quiet=not block, footer_links=[])  # fmt: skip
+
+    def launch() -> None:
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+                    allowed_paths=[str(store.root.resolve())], prevent_thread_lock=True,
+                    css=CSS, quiet=not block, footer_links=[])  # fmt: skip
+
     if not block:
+        launch()
         return demo, queue
     stop: Interrupted | None = None
     try:
+        launch()  # a signal that lands while the server starts stops it as any other
         while True:  # until Ctrl-C / SIGTERM (svi.interrupts) or KeyboardInterrupt
             time.sleep(3600)
     except (KeyboardInterrupt, Interrupted) as exc:

@@ -1,5 +1,5 @@
 """The page's inputs as one :class:`Form`, checked and turned into a
-:class:`~svi.session.GenerateRequest` (the request ``svi generate`` builds from flags).
+:class:`~svi.request.GenerateRequest` (the request ``svi generate`` builds from flags).
 
 A session keeps its form next to its video (``ID.ui.json``) and copies of its inputs
 (prompt stream, start image, audio / pose), so a session can be resumed or branched after
@@ -17,7 +17,7 @@ from typing import Any
 
 from svi.errors import SviError
 from svi.plan import GenerationConfig
-from svi.session import GenerateRequest
+from svi.request import GenerateRequest
 
 LENGTHS = ("clips", "seconds", "forever")
 

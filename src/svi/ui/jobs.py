@@ -1,7 +1,7 @@
 """The job queue of the app: generations run one at a time (``max_jobs``) on worker
 threads, in the order they were submitted, whichever browser tab submitted them.
 
-A job is one library call (:func:`svi.session.run_generate` or :func:`svi.branch.branch`)
+A job is one library call (:func:`svi.request.run_generate` or :func:`svi.branch.branch`)
 with :class:`~svi.session.Hooks`: progress per step, a drift-monitor row and a preview
 snapshot per clip, and a stop flag asked at every step (a stop finalises the mp4 as
 Ctrl-C does). Each job writes its own output; the queue refuses a second job on an

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svi.errors import SviError
-from svi.session import manifest_path
+from svi.manifest import manifest_path
 from svi.ui import forms
 from svi.video import VideoWriter
 

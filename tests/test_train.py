@@ -542,3 +542,24 @@ def test_prediction_is_trained_exported_and_reloaded(tmp_path: Path) -> None:
         TrainConfig(prediction="eps")
     with pytest.raises(SviError, match="a fine-tune keeps its model's"):
         resolve_config(TrainConfig(init="embedded", prediction="x0-residual"))
+
+
+def test_a_world_model_from_scratch_may_choose_its_clip_length(tmp_path: Path) -> None:
+    from svi.models.bundle import load_bundle
+    from svi.train_setup import resolve_config
+
+    data = DataConfig(pool_size=2, episode_frames=12, motion_frames=3)
+    cfg = TrainConfig(**{**SMALL.__dict__, "steps": 1, "num_frames": 7, "data": data})
+    bundle = load_bundle(train(cfg, tmp_path / "run", progress=False))
+    p = bundle.preset
+    assert (p.num_frames, p.motion_frames, p.stream_motion_frames) == (7, 3, 3)
+    from svi.request import GenerateRequest, run_generate
+
+    out = tmp_path / "v.mp4"
+    manifest = run_generate(GenerateRequest(out=out, model=str(tmp_path / "run" / "final"),
+                                            clips=2, progress=False, lossless=True))  # fmt: skip
+    assert manifest["frames_written"] == 3 + 2 * 4  # 3 carried, 4 new per clip
+    with pytest.raises(SviError, match="clip size is fixed"):  # a fine-tune keeps it
+        resolve_config(TrainConfig(init="embedded", num_frames=7))
+    with pytest.raises(SviError, match=r"from scratch: 3\.\.17 frames"):
+        resolve_config(TrainConfig(num_frames=40))

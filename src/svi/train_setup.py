@@ -85,11 +85,16 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def world_preset(config: TrainConfig) -> ModelPreset:
-    """The preset of a resolved run with its ``dit`` sizes over the preset's DiT config
-    and its ``prediction`` (what base training builds, exports and checkpoints)."""
+    """The preset of a resolved run with its ``dit`` sizes over the preset's DiT config,
+    its ``prediction`` and - trained from scratch - its clip length and carried frames
+    (what base training builds, exports and checkpoints)."""
     preset = get_preset(config.preset or "world-tiny")
     if config.prediction is not None:
         preset = replace(preset, prediction=config.prediction)
+    if config.init is None and config.num_frames not in (None, preset.num_frames):
+        m = config.data.motion_frames or preset.motion_frames  # the clip it was trained on
+        preset = replace(preset, num_frames=config.num_frames, motion_frames=m,
+                         stream_motion_frames=m)  # fmt: skip
     if not config.dit:
         return preset
     dit = {k: tuple(v) if k == "patch_size" else v for k, v in config.dit.items()}
@@ -143,10 +148,12 @@ def _clip_geometry(config: TrainConfig, preset: ModelPreset) -> tuple[int, int, 
     w = config.width or preset.width
     f = config.num_frames or preset.num_frames
     if preset.family == "world":
+        if config.init is None and (h, w) == (preset.height, preset.width) and 3 <= f <= 17:
+            return h, w, f  # a model trained from scratch may choose its clip length
         if (h, w, f) != (preset.height, preset.width, preset.num_frames):
             raise SviError(f"the {preset.name} model's clip size is fixed: height "
                            f"{preset.height}, width {preset.width}, {preset.num_frames} "
-                           f"frames; got {h}, {w}, {f}")  # fmt: skip
+                           f"frames (from scratch: 3..17 frames); got {h}, {w}, {f}")  # fmt: skip
         return h, w, f
     for side, value in (("height", h), ("width", w)):
         if value % WAN_MULTIPLE:

@@ -174,20 +174,26 @@ def _last_loss(run: Path) -> float:
 
 
 def report(results: dict) -> str:
-    head = ("| arm | params | alone min | steps | gate | MSE / hold-last | min presence "
+    head = ("| arm | params | compute (base steps) | steps | gate | MSE / hold-last | min presence "
             "| bg PSNR - hold-last | at train shift: MSE ratio, min presence | 10 steps: "
             "MSE ratio | creative: MSE ratio, min presence |")  # fmt: skip
     lines = [head, "|" + " --- |" * 11]
     for name, r in results.items():
         s, t, q, c = (r[k]["gate"] for k in ("sampler", "train_shift", "steps10", "creative"))
         lines.append(
-            f"| {name} | {r['parameters'] / 1e6:.2f} M | {r['train_minutes_alone']:.1f} "
+            f"| {name} | {r['parameters'] / 1e6:.2f} M | {_compute(r):.0f} "
             f"| {r['steps']} | {'pass' if s['passed'] else 'fail'} | {s['mse_ratio']:.3f} "
             f"| {s['min_presence']:.3f} | {s['psnr_margin_db']:+.2f} dB "
             f"| {t['mse_ratio']:.3f}, {t['min_presence']:.3f} | {q['mse_ratio']:.3f} "
             f"| {c['mse_ratio']:.3f}, {c['min_presence']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _compute(r: dict) -> float:
+    """An arm's compute in steps of the base recipe (its steps x its cost per step / the
+    base's, both timed in the same study run): equal for every arm of one budget."""
+    return r["steps"] * r["step_cost_s"] / r["base_step_cost_s"]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -197,19 +203,30 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    colour = {name: f"C{i}" for i, name in enumerate(results)}
     for name, r in results.items():
         s = r["sampler"]["gate"]
-        ax[0].scatter(r["train_minutes_alone"], s["mse_ratio"], label=name)
-        ax[1].scatter(r["train_minutes_alone"], s["min_presence"], label=name)
+        ax[0].scatter(_compute(r), s["mse_ratio"], label=name, color=colour[name])
+        ax[1].scatter(_compute(r), s["min_presence"], label=name, color=colour[name])
+    curves = json.loads(CURVES.read_text()) if CURVES.exists() else {}
+    for name, rows in curves.items():  # checkpoints on 32 scenes: the way there
+        steps = [row["step"] for row in rows]
+        c = colour.get(name, "grey")
+        ax[0].plot(steps, [row["mse_ratio"] for row in rows], ":", lw=1, color=c)
+        ax[1].plot(steps, [row["min_presence"] for row in rows], ":", lw=1, color=c)
+    ax[0].set_ylim(0.4, 2.2)
     ax[0].axhline(0.5, color="grey", ls="--")
     ax[0].axhline(1.0, color="black", lw=0.8)
     ax[0].set_ylabel("MSE / holding the last frame")
     ax[1].axhline(0.98, color="grey", ls="--")
     ax[1].set_ylabel("presence, worst generated frame")
     for a in ax:
-        a.set_xlabel("training minutes (2 cores, alone)")
-    ax[1].legend(fontsize=7)
-    fig.suptitle("world model v2 study, validation split, first clip (shift 20, 20 steps)")
+        a.set_xlabel("training compute (steps of the base recipe)")
+    ax[0].legend(fontsize=7)
+    fig.suptitle(
+        "world model v2 study, validation split, first clip (shift 20, 20 steps); "
+        "dotted: checkpoints"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

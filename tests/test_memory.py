@@ -3,18 +3,16 @@ the issue's target, the CLI and the README table."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
 from svi.cli import main
 from svi.errors import SviError
 from svi.memory import GIB, MODELS, latent_tokens, predict
 from svi.models.offload import OFFLOAD_MODES, MemoryMode
 from wan_fixtures import build_tiny_wan_folder
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _params(prediction) -> dict[str, int]:
@@ -85,8 +83,5 @@ def test_cli(capsys) -> None:
 
 
 def test_readme_table_is_current() -> None:
-    spec = importlib.util.spec_from_file_location("memory_table", ROOT / "benchmarks" /
-                                                  "memory_table.py")  # fmt: skip
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("memory_table")
     assert module.main(["--check"]) == 0, "run benchmarks/memory_table.py"

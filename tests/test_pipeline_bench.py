@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,19 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark_scripts import load_benchmark
 from svi.pipeline import SVIPipeline
 from svi.starts import world_start
 from world_fixtures import build_tiny_world_model
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "pipeline_bench.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pipeline_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pipeline_bench")
 
 
 @pytest.fixture(scope="module")

@@ -153,19 +153,10 @@ def run_arm(name: str, arm: dict, base_cost: float, base_steps: int, results: di
 
 def curve(name: str, scenes: int = 32) -> list[dict]:
     """Gate figures of every checkpoint of arm ``name`` (EMA weights, the preset's
-    sampler, ``scenes`` validation scenes) against its training minutes alone."""
-    from svi.bench.first_clip import evaluate_first_clip
-    from svi.checkpoint import list_checkpoints
-    from svi.train import checkpoint_model
-    from svi.world import split_seeds
+    sampler, ``scenes`` validation scenes; :func:`svi.bench.curves.learning_curve`)."""
+    from svi.bench.curves import learning_curve
 
-    run, rows = RUNS / name, []
-    for ckpt in list_checkpoints(run):
-        step = int(ckpt.name.split("-")[1])
-        report = evaluate_first_clip(checkpoint_model(ckpt), split_seeds("val", scenes))
-        rows.append({"step": step, **gate(report.to_dict())})
-        log.info("%s step %d: %s", name, step, rows[-1])
-    return rows
+    return [{"step": row["step"], **gate(row)} for row in learning_curve(RUNS / name, scenes)]
 
 
 def _last_loss(run: Path) -> float:
